@@ -1,0 +1,69 @@
+"""Package-wide settings (cache directory, device, seed, verbosity)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from ._logging import logger
+
+_LEVELS = {0: logging.ERROR, 1: logging.WARNING, 2: logging.INFO, 3: logging.DEBUG}
+
+
+class SepalSettings:
+    """Settings shared by every ``sepal_tl`` function.
+
+    Attributes
+    ----------
+    datasetdir
+        Where :mod:`sepal_tl.datasets` caches downloads. Defaults to ``$SEPAL_DATA_DIR`` or
+        ``~/.cache/sepal_tl``.
+    device
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+    seed
+        Default random seed used when a function's ``random_state`` is ``None``.
+    verbosity
+        0 = errors, 1 = warnings (default), 2 = info, 3 = debug.
+    n_jobs
+        Worker processes/threads for data loading.
+    """
+
+    def __init__(self) -> None:
+        self._datasetdir = Path(os.environ.get("SEPAL_DATA_DIR", Path.home() / ".cache" / "sepal_tl"))
+        self.device: str = "auto"
+        self.seed: int = 0
+        self.n_jobs: int = 0
+        self._verbosity = 1
+        self.verbosity = int(os.environ.get("SEPAL_VERBOSITY", 1))
+
+    @property
+    def datasetdir(self) -> Path:
+        """Directory for downloaded datasets."""
+        return self._datasetdir
+
+    @datasetdir.setter
+    def datasetdir(self, value: str | os.PathLike) -> None:
+        self._datasetdir = Path(value).expanduser()
+
+    @property
+    def verbosity(self) -> int:
+        """Logging verbosity from 0 (errors only) to 3 (debug)."""
+        return self._verbosity
+
+    @verbosity.setter
+    def verbosity(self, value: int) -> None:
+        if value not in _LEVELS:
+            msg = f"verbosity must be one of {sorted(_LEVELS)}, got {value!r}."
+            raise ValueError(msg)
+        self._verbosity = value
+        logger.setLevel(_LEVELS[value])
+
+    def __repr__(self) -> str:
+        return (
+            f"SepalSettings(datasetdir={str(self.datasetdir)!r}, device={self.device!r}, seed={self.seed}, "
+            f"verbosity={self.verbosity}, n_jobs={self.n_jobs})"
+        )
+
+
+settings = SepalSettings()
