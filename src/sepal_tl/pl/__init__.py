@@ -1,0 +1,3 @@
+"""Plots of SEPAL's data and results (in development)."""
+
+__all__: list[str] = []

@@ -1,0 +1,119 @@
+"""SEPAL's whole benchmark pipeline in one call."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+from anndata import AnnData
+
+from .._logging import logger
+from .._uns import record
+from .._validation import DEFAULT_LIBRARY_KEY, check_choice
+from ._combat import combat as _combat
+from ._denoise import denoise
+from ._filter import filter as _filter
+from ._log import log2p
+from ._moran import select_genes
+from ._presets import PRESETS
+from ._tpm import tpm
+
+_FILTER_KEYS = (
+    "min_counts_spot",
+    "max_counts_spot",
+    "min_counts_gene",
+    "max_counts_gene",
+    "min_frac_slide",
+    "min_frac_global",
+)
+
+
+def run(
+    adata: AnnData,
+    *,
+    preset: str = "visium",
+    slides: Sequence[str] | None = None,
+    gene_lengths: Any = None,
+    library_key: str | None = DEFAULT_LIBRARY_KEY,
+    copy: bool = False,
+    **overrides: Any,
+) -> AnnData | pd.DataFrame:
+    """Run SEPAL's benchmark pipeline: filter → TPM → log2(TPM + 1) → denoise → Moran selection → ComBat.
+
+    Parameters
+    ----------
+    adata
+        Spots × genes with raw counts in ``X``, array coordinates and (for several slides) ``obs[library_key]``.
+    preset
+        ``"visium"``, ``"stnet"`` (the paper's thresholds) or ``"her2st"``. See :data:`sepal_tl.pp.PRESETS`.
+    slides
+        Slides to rank Moran's I on (e.g. the training slides, leak-free); ``None`` uses all, as SEPAL does.
+    gene_lengths
+        Passed to :func:`sepal_tl.pp.tpm`.
+    library_key
+        Column of ``adata.obs`` naming each spot's slide.
+    copy
+        Work on a copy and return it (the summary is then in ``uns["sepal"]["pp"]["summary"]``).
+    **overrides
+        Any preset value: ``min_counts_spot``, ``max_counts_spot``, ``min_counts_gene``, ``max_counts_gene``,
+        ``min_frac_slide``, ``min_frac_global``, ``n_top``, ``combat_key`` (``None`` skips ComBat).
+
+    Returns
+    -------
+    With ``copy=False`` a summary DataFrame (spots and genes after each step); with ``copy=True`` the processed
+    copy. ``adata`` ends up with layers ``counts``, ``tpm``, ``log1p``, ``denoised``, ``observed`` (and ``combat``),
+    subset to the selected genes.
+    """
+    check_choice("preset", preset, list(PRESETS))
+    unknown = sorted(set(overrides) - set(PRESETS[preset]))
+    if unknown:
+        msg = f"Unknown option(s) {unknown} for sepal.pp.run; valid overrides are {sorted(PRESETS[preset])}."
+        raise TypeError(msg)
+    params = {**PRESETS[preset], **overrides}
+    work = adata.copy()  # every step runs on a copy so that a failure leaves ``adata`` untouched
+    rows = [("input", work.n_obs, work.n_vars)]
+    if "counts" not in work.layers:
+        work.layers["counts"] = work.X.copy()
+    _filter(work, library_key=library_key, **{k: params[k] for k in _FILTER_KEYS})
+    rows.append(("filter", work.n_obs, work.n_vars))
+    tpm(work, gene_lengths=gene_lengths)
+    rows.append(("tpm", work.n_obs, work.n_vars))
+    log2p(work)
+    denoise(work, library_key=library_key)
+    imputed = work.uns["sepal"]["pp"]["denoise"]["imputed_fraction"]
+    rows.append(("denoise", work.n_obs, work.n_vars))
+    select_genes(work, n_top=params["n_top"], slides=slides, subset=True, library_key=library_key)
+    rows.append(("select_genes", work.n_obs, work.n_vars))
+    if params["combat_key"] is not None:
+        _combat(work, key=params["combat_key"])
+        rows.append(("combat", work.n_obs, work.n_vars))
+    summary = pd.DataFrame(rows, columns=["step", "n_spots", "n_genes"]).set_index("step")
+    record(work, "pp", "run", {"preset": preset, **params, "slides": slides, "library_key": library_key})
+    work.uns["sepal"]["pp"]["summary"] = {
+        "step": list(summary.index),
+        "n_spots": summary["n_spots"].tolist(),
+        "n_genes": summary["n_genes"].tolist(),
+        "imputed_fraction": imputed,
+    }
+    logger.info("pp.run(%s): %d spots x %d genes, %.1f%% imputed", preset, work.n_obs, work.n_vars, 100 * imputed)
+    if copy:
+        return work
+    _replace_contents(adata, work)
+    summary.attrs["imputed_fraction"] = imputed
+    return summary
+
+
+def _replace_contents(target: AnnData, source: AnnData) -> None:
+    """Make ``target`` hold exactly ``source``'s data (in-place result of a pipeline run on a copy)."""
+    target._init_as_actual(
+        X=source.X,
+        obs=source.obs,
+        var=source.var,
+        uns=source.uns,
+        obsm=source.obsm,
+        varm=source.varm,
+        obsp=source.obsp,
+        varp=source.varp,
+        layers=source.layers,
+    )
