@@ -25,7 +25,7 @@ def ensure_torchvision() -> bool:
     already patched).
     """
     try:
-        import torchvision  # noqa: F401
+        import torchvision
 
         return False
     except RuntimeError as err:

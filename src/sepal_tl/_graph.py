@@ -11,7 +11,9 @@ from ._geometry import N_NEIGHS, Geometry, lattice_positions, resolve_geometry
 from ._validation import check_array_coords
 
 
-def lattice_graph(adata: AnnData, libraries: pd.Series, *, geometry: str = "auto") -> tuple[sparse.csr_matrix, Geometry]:
+def lattice_graph(
+    adata: AnnData, libraries: pd.Series, *, geometry: str = "auto"
+) -> tuple[sparse.csr_matrix, Geometry]:
     """Symmetric 0/1 adjacency of lattice neighbours within each slide, and the geometry used.
 
     Built with :func:`squidpy.gr.spatial_neighbors_grid` on the array coordinates mapped to an isotropic lattice

@@ -7,18 +7,13 @@ from anndata import AnnData
 from scipy import sparse
 from scipy.spatial import cKDTree
 
-from .._logging import logger
-from .._uns import record
+from sepal_tl._logging import logger
+from sepal_tl._uns import record
+from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_array_coords, check_finite, get_matrix, resolve_libraries
+
 # Zero entries processed together; small enough for the temporaries to stay in cache.
 _CHUNK = 1 << 16
 
-from .._validation import (
-    DEFAULT_LIBRARY_KEY,
-    check_array_coords,
-    check_finite,
-    get_matrix,
-    resolve_libraries,
-)
 
 def _neighbour_pairs(coords: np.ndarray, n_radii: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Directed pairs of distinct spots within the ``n_radii``-th smallest distinct distance.
@@ -59,7 +54,9 @@ def distinct_squared_radii(coords: np.ndarray, n_radii: int) -> np.ndarray:
     return _neighbour_pairs(coords, n_radii)[0]
 
 
-def _window_tables(coords: np.ndarray, n_radii: int) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+def _window_tables(
+    coords: np.ndarray, n_radii: int
+) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
     """Squared radii and, per radius, the window table, the window sizes and the ring table.
 
     Tables are slot-major ``(slots, n)`` arrays of spot indices padded with ``n``. Window k holds the spot

@@ -8,9 +8,9 @@ import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
-from .._logging import logger
-from .._uns import record
-from .._validation import DEFAULT_LIBRARY_KEY, check_choice, check_counts, get_matrix, resolve_libraries
+from sepal_tl._logging import logger
+from sepal_tl._uns import record
+from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_choice, check_counts, get_matrix, resolve_libraries
 
 
 def _nonzero(matrix) -> sparse.csr_matrix | np.ndarray:
@@ -48,7 +48,7 @@ def _spared_rule(exp_frac: np.ndarray, glob_exp_frac: np.ndarray, candidates: np
     return keep
 
 
-def filter(  # noqa: A001 - the public name follows the issue/paper ("sepal.pp.filter")
+def filter(
     adata: AnnData,
     *,
     min_counts_spot: float | None = None,
@@ -188,4 +188,3 @@ def filter(  # noqa: A001 - the public name follows the issue/paper ("sepal.pp.f
     }
     record(adata, "pp", "filter", {**params, **summary})
     return adata if copy else None
-

@@ -6,9 +6,9 @@ import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
-from .._logging import logger
-from .._uns import record
-from .._validation import check_finite, get_matrix
+from sepal_tl._logging import logger
+from sepal_tl._uns import record
+from sepal_tl._validation import check_finite, get_matrix
 
 
 def log2p(adata: AnnData, *, layer: str = "tpm", key_added: str = "log1p", copy: bool = False) -> AnnData | None:

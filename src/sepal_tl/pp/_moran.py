@@ -9,10 +9,10 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from .._graph import lattice_graph
-from .._logging import logger
-from .._uns import record
-from .._validation import DEFAULT_LIBRARY_KEY, check_finite, get_matrix, resolve_libraries
+from sepal_tl._graph import lattice_graph
+from sepal_tl._logging import logger
+from sepal_tl._uns import record
+from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_finite, get_matrix, resolve_libraries
 
 
 def _slide_moran(values, adjacency: sparse.csr_matrix) -> np.ndarray:

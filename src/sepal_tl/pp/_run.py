@@ -8,9 +8,10 @@ from typing import Any
 import pandas as pd
 from anndata import AnnData
 
-from .._logging import logger
-from .._uns import record
-from .._validation import DEFAULT_LIBRARY_KEY, check_choice
+from sepal_tl._logging import logger
+from sepal_tl._uns import record
+from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_choice
+
 from ._combat import combat as _combat
 from ._denoise import denoise
 from ._filter import filter as _filter

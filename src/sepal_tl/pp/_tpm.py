@@ -9,9 +9,10 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from .._logging import logger
-from .._uns import record
-from .._validation import check_counts, get_matrix
+from sepal_tl._logging import logger
+from sepal_tl._uns import record
+from sepal_tl._validation import check_counts, get_matrix
+
 from ._gene_lengths import resolve_gene_lengths
 
 

@@ -1,0 +1,18 @@
+"""Reading slides into AnnData and converting to and from SpatialData.
+
+- :func:`read_visium`: 10x Genomics Visium (Space Ranger ``outs/``).
+- :func:`read_st`: legacy Spatial Transcriptomics sections (her2st, STNet).
+- :func:`concat`: several slides in one AnnData, keeping every slide's images.
+- :func:`to_spatialdata` / :func:`from_spatialdata`: round trip with :class:`spatialdata.SpatialData`.
+
+All readers store raw counts in ``X`` and ``layers["counts"]``, full-resolution pixel coordinates
+(x = column, y = row) in ``obsm["spatial"]``, integer ``obs["array_row"]`` / ``obs["array_col"]``, the slide in
+``obs["library_id"]`` and images / scale factors in ``uns["spatial"][library_id]`` (scanpy's layout).
+"""
+
+from ._concat import concat
+from ._spatialdata import from_spatialdata, to_spatialdata
+from ._st import read_st
+from ._visium import read_visium
+
+__all__ = ["concat", "from_spatialdata", "read_st", "read_visium", "to_spatialdata"]

@@ -1,0 +1,91 @@
+"""Helpers shared by the readers: file checks, the counts matrix, library ids."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+from sepal_tl._validation import check_counts
+
+_VALID_LIBRARY_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def require_file(path: str | os.PathLike, what: str) -> Path:
+    """Return ``path`` as a :class:`~pathlib.Path`, raising ``FileNotFoundError`` naming ``what`` if it is missing."""
+    path = Path(path)
+    if not path.is_file():
+        msg = f"{what} not found: {str(path)!r} does not exist or is not a file."
+        raise FileNotFoundError(msg)
+    return path
+
+
+def counts_matrix(matrix, *, what: str) -> sparse.csr_matrix:
+    """Check that ``matrix`` holds raw counts and return it as a CSR ``float32`` matrix."""
+    check_counts(matrix, what=what)
+    return sparse.csr_matrix(matrix, dtype=np.float32)
+
+
+def check_library_id(library_id: str) -> str:
+    """Return ``library_id`` as a string, raising ``ValueError`` if it cannot name SpatialData elements."""
+    library_id = str(library_id)
+    if not _VALID_LIBRARY_ID.match(library_id) or library_id.startswith("__"):
+        msg = (
+            f"library_id={library_id!r} is not usable: library ids name files and SpatialData elements, so "
+            "they may only contain letters, digits, '_', '-' and '.' (and must not start with '__'). "
+            "Pass library_id= with such a name."
+        )
+        raise ValueError(msg)
+    return library_id
+
+
+def spatial_entry(images: dict, scalefactors: dict, metadata: dict) -> dict:
+    """Build one slide's ``uns["spatial"][library_id]`` entry in scanpy's layout."""
+    return {"images": images, "scalefactors": scalefactors, "metadata": metadata}
+
+
+def finish(
+    adata: AnnData,
+    *,
+    library_id: str,
+    spatial: np.ndarray,
+    array_row: np.ndarray,
+    array_col: np.ndarray,
+    entry: dict,
+) -> AnnData:
+    """Add the fields every reader sets: coordinates, library id, ``layers["counts"]``, ``uns["spatial"]``."""
+    adata.obsm["spatial"] = np.asarray(spatial, dtype=np.float64)
+    adata.obs["array_row"] = np.asarray(array_row, dtype=np.int64)
+    adata.obs["array_col"] = np.asarray(array_col, dtype=np.int64)
+    adata.obs["library_id"] = pd.Categorical([library_id] * adata.n_obs)
+    adata.layers["counts"] = adata.X.copy()
+    adata.uns["spatial"] = {library_id: entry}
+    return adata
+
+
+def library_ids(adata: AnnData, library_key: str) -> pd.Series:
+    """Return each spot's library id as a string Series.
+
+    Taken from ``adata.obs[library_key]``; when that column is absent, ``adata.uns["spatial"]`` must hold
+    exactly one library, whose id is then used for every spot.
+    """
+    if library_key in adata.obs:
+        col = adata.obs[library_key]
+        if col.isna().any():
+            msg = f"adata.obs[{library_key!r}] has missing values; every spot needs a library id."
+            raise ValueError(msg)
+        return col.astype(str)
+    spatial = adata.uns.get("spatial", {})
+    if len(spatial) == 1:
+        return pd.Series(next(iter(spatial)), index=adata.obs_names, dtype=str)
+    msg = (
+        f"adata.obs has no {library_key!r} column and adata.uns['spatial'] holds {len(spatial)} libraries "
+        f"({sorted(spatial)}), so the library of each spot is unknown. Add adata.obs[{library_key!r}] or pass "
+        "library_key= naming the obs column with the library ids."
+    )
+    raise KeyError(msg)

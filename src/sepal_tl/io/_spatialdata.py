@@ -1,0 +1,285 @@
+"""Round trip between spatial AnnData (scanpy layout) and :class:`spatialdata.SpatialData`.
+
+Element names, per library ``lib``:
+
+- ``f"{lib}_spots"``: circles (shapes) centred on ``obsm["spatial"]`` with radius ``spot_diameter_fullres / 2``;
+- ``f"{lib}_full_image"``: the full-resolution image, when ``metadata["source_image_path"]`` points to a file
+  (loaded lazily, identity transformation);
+- ``f"{lib}_hires_image"`` / ``f"{lib}_lowres_image"``: the ``uns["spatial"]`` images, with a ``Scale``
+  transformation onto full-resolution pixels;
+- one table (``"table"``) annotating every ``f"{lib}_spots"`` element (``region_key="region"``,
+  ``instance_key="spot_id"``, the AnnData's ``obs_names``).
+
+Everything lives in the ``"global"`` coordinate system, whose unit is the full-resolution pixel (slides
+overlap there, as they do in ``obsm["spatial"]``). These names match spatialdata-io's Visium reader
+(``{dataset_id}_hires_image`` ...), so its output can be read back with :func:`from_spatialdata`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import pandas as pd
+import spatialdata as sd
+from anndata import AnnData
+from spatialdata import SpatialData
+from spatialdata.models import Image2DModel, ShapesModel, TableModel
+from spatialdata.transformations import Identity, Scale, get_transformation
+from xarray import DataArray
+
+from sepal_tl._logging import logger
+from sepal_tl._validation import check_spatial
+
+from ._common import check_library_id, library_ids
+from ._images import image_size, read_image, to_rgb_uint8
+
+COORDINATE_SYSTEM = "global"
+REGION_KEY = "region"
+INSTANCE_KEY = "spot_id"
+TABLE_KEY = "table"
+IMAGE_RESOLUTIONS = ("hires", "lowres")
+_SPOTS_SUFFIX = "_spots"
+_FULL_IMAGE_CHUNKS = (3, 4096, 4096)
+
+
+def spots_key(library_id: str) -> str:
+    """Name of a library's spot circles element."""
+    return f"{library_id}{_SPOTS_SUFFIX}"
+
+
+def image_key(library_id: str, resolution: str) -> str:
+    """Name of a library's image element; ``resolution`` is ``"full"``, ``"hires"`` or ``"lowres"``."""
+    return f"{library_id}_{resolution}_image"
+
+
+def lazy_image(path: str | os.PathLike) -> da.Array:
+    """Wrap an image file as a ``(3, height, width)`` ``uint8`` dask array that is decoded only when computed."""
+    height, width = image_size(path)
+    delayed = dask.delayed(read_image, pure=True)(str(path))
+    return da.from_delayed(delayed, shape=(height, width, 3), dtype=np.uint8).transpose(2, 0, 1)
+
+
+def _parse_image(data, transformation) -> DataArray:
+    return Image2DModel.parse(
+        data, dims=("c", "y", "x"), c_coords=["r", "g", "b"], transformations={COORDINATE_SYSTEM: transformation}
+    )
+
+
+def _image_elements(library_id: str, entry: dict) -> dict:
+    scalefactors = entry.get("scalefactors", {})
+    elements = {}
+    for res, array in entry.get("images", {}).items():
+        scalef = scalefactors.get(f"tissue_{res}_scalef")
+        if scalef is None:
+            logger.warning(
+                "%s: no 'tissue_%s_scalef' scale factor; the %r image is not exported.", library_id, res, res
+            )
+            continue
+        data = np.ascontiguousarray(to_rgb_uint8(array).transpose(2, 0, 1))
+        elements[image_key(library_id, res)] = _parse_image(data, Scale([1 / scalef, 1 / scalef], axes=("x", "y")))
+    source = entry.get("metadata", {}).get("source_image_path")
+    if source and Path(source).is_file():
+        element = _parse_image(lazy_image(source), Identity())
+        elements[image_key(library_id, "full")] = element.chunk(
+            dict(zip(("c", "y", "x"), _FULL_IMAGE_CHUNKS, strict=True))
+        )
+    elif source:
+        logger.warning("%s: source image %r not found; the full-resolution image is not exported.", library_id, source)
+    return elements
+
+
+def to_spatialdata(adata: AnnData, *, library_key: str = "library_id") -> SpatialData:
+    """Convert a spatial AnnData (scanpy layout) to :class:`~spatialdata.SpatialData`.
+
+    Parameters
+    ----------
+    adata
+        AnnData with ``obsm["spatial"]`` (full-resolution pixels) and, per library,
+        ``uns["spatial"][library_id]`` with ``scalefactors["spot_diameter_fullres"]`` (as set by
+        :func:`read_visium` / :func:`read_st`). It is not modified.
+    library_key
+        ``obs`` column with each spot's library; may be absent when ``uns["spatial"]`` holds one library.
+
+    Returns
+    -------
+    SpatialData with, per library ``lib``, the circles ``f"{lib}_spots"``, the images ``f"{lib}_hires_image"``
+    / ``f"{lib}_lowres_image"`` (``Scale`` onto full-resolution pixels) and, when
+    ``metadata["source_image_path"]`` exists, ``f"{lib}_full_image"`` as a lazy dask array (nothing is decoded
+    until it is computed or written), all in the ``"global"`` coordinate system; and the table ``"table"``
+    (a copy of ``adata`` with ``obs["region"]`` and ``obs["spot_id"]``, and ``uns["spatial"]`` without the
+    image arrays) annotating every spots element. The highest-resolution image of a library is
+    ``f"{lib}_full_image"`` when present, else ``f"{lib}_hires_image"``.
+
+    Examples
+    --------
+    >>> import sepal_tl as sepal
+    >>> sdata = sepal.io.to_spatialdata(adata)
+    >>> sdata.write("slides.zarr")
+    """
+    coords = check_spatial(adata)
+    if not adata.obs_names.is_unique:
+        msg = "adata.obs_names must be unique (they become the spot ids); run adata.obs_names_make_unique() first."
+        raise ValueError(msg)
+    libs = library_ids(adata, library_key)
+    spatial = adata.uns.get("spatial", {})
+    images, shapes = {}, {}
+    for lib in dict.fromkeys(libs):
+        check_library_id(lib)
+        entry = spatial.get(lib, {})
+        diameter = entry.get("scalefactors", {}).get("spot_diameter_fullres")
+        if diameter is None:
+            msg = (
+                f"adata.uns['spatial'][{lib!r}]['scalefactors']['spot_diameter_fullres'] is missing: the spot "
+                "size is needed for the circles. Read the data with sepal.io.read_visium / read_st, or set it."
+            )
+            raise KeyError(msg)
+        mask = (libs == lib).to_numpy()
+        shapes[spots_key(lib)] = ShapesModel.parse(
+            coords[mask],
+            geometry=0,
+            radius=np.full(int(mask.sum()), diameter / 2),
+            index=pd.Index(adata.obs_names[mask].astype(str)),
+            transformations={COORDINATE_SYSTEM: Identity()},
+        )
+        images.update(_image_elements(lib, entry))
+
+    table = adata.copy()
+    table.uns["spatial"] = {
+        lib: {key: copy.deepcopy(value) for key, value in entry.items() if key != "images"}
+        for lib, entry in spatial.items()
+    }
+    for key in (REGION_KEY, INSTANCE_KEY):
+        if key in table.obs:
+            logger.warning("obs[%r] is replaced in the SpatialData table (it links spots to shapes).", key)
+    regions = list(shapes)
+    table.obs[library_key] = pd.Categorical(libs.to_numpy(), categories=list(dict.fromkeys(libs)))
+    table.obs[REGION_KEY] = pd.Categorical([spots_key(lib) for lib in libs], categories=regions)
+    table.obs[INSTANCE_KEY] = table.obs_names.astype(str)
+    table = TableModel.parse(table, region=regions, region_key=REGION_KEY, instance_key=INSTANCE_KEY)
+    sdata = SpatialData(images=images, shapes=shapes, tables={TABLE_KEY: table})
+    logger.info("built SpatialData: %d images, %d spots elements, table %r", len(images), len(shapes), TABLE_KEY)
+    return sdata
+
+
+def _coordinate_system(element, name: str) -> str:
+    """Return ``"global"`` if ``element`` maps there, else its only coordinate system."""
+    systems = list(get_transformation(element, get_all=True))
+    if COORDINATE_SYSTEM in systems:
+        return COORDINATE_SYSTEM
+    if len(systems) == 1:
+        logger.info("element %r has no %r coordinate system; using %r.", name, COORDINATE_SYSTEM, systems[0])
+        return systems[0]
+    msg = f"Element {name!r} has no {COORDINATE_SYSTEM!r} coordinate system (it has {systems}); cannot place it."
+    raise ValueError(msg)
+
+
+def _image_and_scale(element, coordinate_system: str) -> tuple[np.ndarray, float]:
+    """Return an image element as ``(height, width, 3)`` ``uint8`` and its scale onto the coordinate system."""
+    if not hasattr(element, "dims"):  # multiscale DataTree: take the full-resolution level
+        element = sd.get_pyramid_levels(element, n=0)
+    matrix = get_transformation(element, to_coordinate_system=coordinate_system).to_affine_matrix(
+        input_axes=("x", "y"), output_axes=("x", "y")
+    )
+    array = np.asarray(element.transpose("y", "x", "c").data)
+    return to_rgb_uint8(array), 1.0 / float(matrix[0, 0])
+
+
+def _library_of_region(region: str) -> str:
+    return region.removesuffix(_SPOTS_SUFFIX)
+
+
+def _library_entry(sdata: SpatialData, lib: str, entry: dict, shapes, coordinate_system: str) -> dict:
+    """Complete ``uns["spatial"][lib]`` with the images (and missing scale factors) found in ``sdata``."""
+    entry = copy.deepcopy(entry)
+    scalefactors = entry.setdefault("scalefactors", {})
+    entry.setdefault("metadata", {})
+    if "spot_diameter_fullres" not in scalefactors and "radius" in shapes:
+        scalefactors["spot_diameter_fullres"] = float(2 * np.median(shapes["radius"]))
+    entry["images"] = {}
+    for res in IMAGE_RESOLUTIONS:
+        name = image_key(lib, res)
+        if name in sdata.images:
+            entry["images"][res], scale = _image_and_scale(sdata.images[name], coordinate_system)
+            scalefactors.setdefault(f"tissue_{res}_scalef", scale)
+    return entry
+
+
+def from_spatialdata(sdata: SpatialData, *, table_key: str = "table", library_key: str = "library_id") -> AnnData:
+    """Convert a :class:`~spatialdata.SpatialData` back to a spatial AnnData (scanpy layout).
+
+    The inverse of :func:`to_spatialdata`; also reads spatialdata-io's Visium output.
+
+    Parameters
+    ----------
+    sdata
+        SpatialData whose table ``table_key`` annotates shapes elements (circles) of spots.
+    table_key
+        Name of the table.
+    library_key
+        ``obs`` column for the library ids. When the table lacks it, a library is named after its shapes
+        element (without the ``"_spots"`` suffix).
+
+    Returns
+    -------
+    A copy of the table with ``obsm["spatial"]`` rebuilt from the circle centres (in the ``"global"``
+    coordinate system, or the shapes' only one), ``obs[library_key]`` (categorical) and
+    ``uns["spatial"][lib]`` with ``images`` (``hires`` / ``lowres`` from ``f"{lib}_hires_image"`` /
+    ``f"{lib}_lowres_image"``, as ``uint8`` RGB), ``scalefactors`` and ``metadata``. The linking columns
+    (``region_key`` / ``instance_key``) and ``uns["spatialdata_attrs"]`` are dropped; ``X``, layers and ``var``
+    are kept. The full-resolution image is not loaded (its path stays in ``metadata["source_image_path"]``).
+
+    Examples
+    --------
+    >>> import spatialdata as sd
+    >>> import sepal_tl as sepal
+    >>> adata = sepal.io.from_spatialdata(sd.read_zarr("slides.zarr"))
+    """
+    if table_key not in sdata.tables:
+        msg = f"SpatialData has no table {table_key!r} (tables: {list(sdata.tables)}); pass table_key=."
+        raise KeyError(msg)
+    table = sdata.tables[table_key]
+    attrs = table.uns.get(TableModel.ATTRS_KEY)
+    if not attrs:
+        msg = f"Table {table_key!r} annotates no element (uns[{TableModel.ATTRS_KEY!r}] is missing)."
+        raise ValueError(msg)
+    region_key, instance_key = attrs[TableModel.REGION_KEY_KEY], attrs[TableModel.INSTANCE_KEY]
+    adata = table.copy()
+    regions = adata.obs[region_key].astype(str).to_numpy()
+    libs = (
+        adata.obs[library_key].astype(str).to_numpy()
+        if library_key in adata.obs
+        else np.array([_library_of_region(region) for region in regions], dtype=object)
+    )
+    stored = adata.uns.get("spatial", {})
+    coords = np.empty((adata.n_obs, 2), dtype=np.float64)
+    spatial = {}
+    for region in dict.fromkeys(regions):
+        if region not in sdata.shapes:
+            msg = f"Table {table_key!r} annotates {region!r}, which is not a shapes element of this SpatialData."
+            raise KeyError(msg)
+        coordinate_system = _coordinate_system(sdata.shapes[region], region)
+        shapes = sd.transform(sdata.shapes[region], to_coordinate_system=coordinate_system)
+        shapes.index = shapes.index.astype(str)
+        mask = regions == region
+        ids = adata.obs[instance_key].to_numpy()[mask].astype(str)
+        missing = ~pd.Index(ids).isin(shapes.index)
+        if missing.any():
+            msg = f"{int(missing.sum())} spots of table {table_key!r} (e.g. {ids[missing][0]!r}) are not in {region!r}."
+            raise KeyError(msg)
+        centres = shapes.geometry.loc[ids].centroid
+        coords[mask] = np.column_stack([centres.x.to_numpy(), centres.y.to_numpy()])
+        for lib in dict.fromkeys(libs[mask]):
+            spatial[lib] = _library_entry(sdata, lib, stored.get(lib, {}), shapes, coordinate_system)
+
+    adata.obsm["spatial"] = coords
+    adata.obs[library_key] = pd.Categorical(libs, categories=list(spatial))
+    adata.obs = adata.obs.drop(columns=[region_key, instance_key])
+    del adata.uns[TableModel.ATTRS_KEY]
+    adata.uns["spatial"] = spatial
+    logger.info("read %d spots of %d libraries from SpatialData table %r", adata.n_obs, len(spatial), table_key)
+    return adata

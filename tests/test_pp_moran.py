@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+from _helpers import assert_unchanged_after_error, grid_adata, square_coords
+
+import sepal_tl as sepal
+
+
+def _square_adata(values, n_rows=4, n_cols=4, library=None):
+    adata = grid_adata(np.zeros_like(values), square_coords(n_rows, n_cols), library=library, layer="denoised")
+    adata.layers["denoised"] = np.asarray(values, dtype=np.float32)
+    return adata
+
+
+def test_closed_form_cases():
+    coords = square_coords(4, 4)
+    checkerboard = ((coords[:, 0] + coords[:, 1]) % 2).astype(float)
+    stripes = (coords[:, 1] % 2).astype(float)
+    adata = _square_adata(np.column_stack([checkerboard, stripes, np.zeros(16)]))
+    # add a non-constant third gene so all genes are defined: a rank-one gradient along the rows
+    adata.layers["denoised"][:, 2] = coords[:, 0]
+    sepal.pp.select_genes(adata, n_top=1)
+    moran = adata.var["moran_i"].to_numpy()
+    # Row-normalised rook weights: I = (1/n) sum_i z_i sum_j w_ij z_j / var.
+    # Checkerboard: every neighbour has the opposite sign -> I = -1.
+    assert moran[0] == pytest.approx(-1.0)
+    # Stripes on a 4x4 grid: corners 0, interior 0, 4 top/bottom edge spots -1/3, 4 left/right edge spots +1/3 -> 0.
+    assert moran[1] == pytest.approx(0.0, abs=1e-12)
+    # Row gradient z = (-1.5,-0.5,0.5,1.5) per row, sum z^2 = 4*5 = 20. Per spot sum_j w_ij z_j:
+    # row 0 (z=-1.5): corners (2 nbrs) -> (-1.5-0.5)/2 = -1, edges (3 nbrs) -> (-1.5-1.5-0.5)/3 = -7/6
+    # row 1 (z=-0.5): corners (-0.5-1.5+0.5)/3 = -0.5, interior (-0.5-0.5-1.5+0.5)/4 = -0.5
+    # numerator = 2*(-1.5)*(2*-1 + 2*-7/6) + 2*(-0.5)*(4*-0.5) = 2*1.5*(13/3) + 2 = 15 -> I = 15/20
+    assert moran[2] == pytest.approx(0.75)
+    assert adata.var["highly_spatial"].tolist() == [False, False, True]
+    assert adata.obsp["spatial_connectivities"].sum(axis=1).A1.tolist()[:5] == [2, 3, 3, 2, 3]
+
+
+def test_ranking_on_chosen_slides_only():
+    coords = square_coords(4, 4)
+    gradient = coords[:, 0].astype(float)
+    noise = np.random.default_rng(0).random(16)
+    # gene 0 is patterned on slide a and noise on slide b; gene 1 the opposite
+    values = np.vstack([np.column_stack([gradient, noise]), np.column_stack([noise, gradient])])
+    adata = grid_adata(
+        np.zeros((32, 2)), np.vstack([coords, coords]), library=["a"] * 16 + ["b"] * 16, layer="denoised"
+    )
+    adata.layers["denoised"] = values.astype(np.float32)
+    on_a = sepal.pp.select_genes(adata, n_top=1, slides=["a"], copy=True)
+    on_b = sepal.pp.select_genes(adata, n_top=1, slides=["b"], copy=True)
+    assert on_a.var_names[on_a.var["highly_spatial"]].tolist() == ["g0"]
+    assert on_b.var_names[on_b.var["highly_spatial"]].tolist() == ["g1"]
+    assert list(on_a.varm["moran_i_per_slide"].columns) == ["a"]
+    both = sepal.pp.select_genes(adata, n_top=2, subset=True, copy=True)
+    assert both.n_vars == 2
+    np.testing.assert_allclose(both.var["moran_i"], both.varm["moran_i_per_slide"].mean(axis=1))
+
+
+def test_constant_gene_on_one_slide_is_averaged_over_the_others():
+    coords = square_coords(4, 4)
+    gradient = coords[:, 0].astype(float)
+    values = np.vstack([np.column_stack([gradient, gradient]), np.column_stack([np.ones(16), gradient])])
+    adata = grid_adata(
+        np.zeros((32, 2)), np.vstack([coords, coords]), library=["a"] * 16 + ["b"] * 16, layer="denoised"
+    )
+    adata.layers["denoised"] = values.astype(np.float32)
+    sepal.pp.select_genes(adata, n_top=1)
+    assert adata.var["moran_i"].tolist() == pytest.approx([0.75, 0.75])
+
+
+def test_bad_inputs():
+    adata = _square_adata(np.random.default_rng(0).random((16, 3)))
+    assert_unchanged_after_error(adata, ValueError, "larger than the 3 genes", sepal.pp.select_genes, n_top=4)
+    assert_unchanged_after_error(adata, ValueError, "slides=", sepal.pp.select_genes, n_top=1, slides=["x"])
+    assert_unchanged_after_error(
+        adata, KeyError, "library_key='batch'", sepal.pp.select_genes, n_top=1, library_key="batch"
+    )
+    assert_unchanged_after_error(adata, ValueError, "geometry=", sepal.pp.select_genes, n_top=1, geometry="tri")
