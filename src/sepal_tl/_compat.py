@@ -56,3 +56,14 @@ def import_timm():
     import timm
 
     return timm
+
+
+def import_squidpy():
+    """Import :mod:`squidpy` without the docstring-template SyntaxWarning messages that its docrep dependency emits."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is not a valid key", category=SyntaxWarning)
+        import squidpy
+
+    return squidpy

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from ._geometry import N_NEIGHS, Geometry, lattice_positions, resolve_geometry
-from ._validation import check_array_coords
+from sepal_tl._compat import import_squidpy
+from sepal_tl._geometry import N_NEIGHS, Geometry, lattice_positions, resolve_geometry
+from sepal_tl._validation import check_array_coords
 
 
 def lattice_graph(
@@ -28,11 +31,18 @@ def lattice_graph(
         obsm={"lattice": lattice_positions(coords, geom)},
     )
     holder.obs["library"] = holder.obs["library"].astype("category")
-    import squidpy as sq
+    sq = import_squidpy()
 
-    result = sq.gr.spatial_neighbors_grid(
-        holder, spatial_key="lattice", library_key="library", n_neighs=N_NEIGHS[geom], copy=True
-    )
+    # squidpy announces every graph at INFO level through spatialdata's logger; keep our users' console quiet.
+    chatty = logging.getLogger("spatialdata._logging")
+    level = chatty.level
+    chatty.setLevel(max(level, logging.WARNING))
+    try:
+        result = sq.gr.spatial_neighbors_grid(
+            holder, spatial_key="lattice", library_key="library", n_neighs=N_NEIGHS[geom], copy=True
+        )
+    finally:
+        chatty.setLevel(level)
     adjacency = sparse.csr_matrix(result.connectivities, dtype=np.float32)
     adjacency = adjacency.maximum(adjacency.T).tocsr()
     adjacency.data[:] = 1.0

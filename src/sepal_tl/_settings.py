@@ -26,14 +26,14 @@ class SepalSettings:
     verbosity
         0 = errors, 1 = warnings (default), 2 = info, 3 = debug.
     n_jobs
-        Worker processes/threads for data loading.
+        Parallel workers for steps that run per slide (``-1``: all cores, the default).
     """
 
     def __init__(self) -> None:
         self._datasetdir = Path(os.environ.get("SEPAL_DATA_DIR", Path.home() / ".cache" / "sepal_tl"))
         self.device: str = "auto"
         self.seed: int = 0
-        self.n_jobs: int = 0
+        self.n_jobs: int = -1
         self._verbosity = 1
         self.verbosity = int(os.environ.get("SEPAL_VERBOSITY", 1))
 
@@ -67,3 +67,17 @@ class SepalSettings:
 
 
 settings = SepalSettings()
+
+
+def n_workers(n_jobs: int | None, n_tasks: int) -> int:
+    """Workers for ``n_tasks`` independent tasks.
+
+    ``n_jobs`` (``None``: ``settings.n_jobs``; ``-1``: all cores), never more than there are tasks, at least one.
+    """
+    jobs = settings.n_jobs if n_jobs is None else n_jobs
+    if jobs == 0 or jobs < -1:
+        msg = f"n_jobs must be a positive number of workers or -1 (all cores), got {jobs}."
+        raise ValueError(msg)
+    if jobs == -1:
+        jobs = os.cpu_count() or 1
+    return max(1, min(jobs, n_tasks))

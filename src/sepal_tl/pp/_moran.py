@@ -9,6 +9,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from sepal_tl._compat import import_squidpy
 from sepal_tl._graph import lattice_graph
 from sepal_tl._logging import logger
 from sepal_tl._uns import record
@@ -18,7 +19,7 @@ from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_finite, get_matrix, 
 def _slide_moran(values, adjacency: sparse.csr_matrix) -> np.ndarray:
     """Moran's I of every column of ``values`` on one slide, with squidpy (row-normalised weights)."""
     slide = AnnData(X=values, obsp={"spatial_connectivities": adjacency})
-    import squidpy as sq
+    sq = import_squidpy()
 
     result = sq.gr.spatial_autocorr(
         slide,

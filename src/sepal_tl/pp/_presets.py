@@ -47,5 +47,18 @@ PRESETS = MappingProxyType(
                 "combat_key": None,
             }
         ),
+        # sepal.datasets.synthetic (the demo and the fast tests): ~45 % zeros, 300 genes, two patients.
+        "synthetic": MappingProxyType(
+            {
+                "min_counts_spot": 100,
+                "max_counts_spot": 1_000_000,
+                "min_counts_gene": 100,
+                "max_counts_gene": 100_000_000,
+                "min_frac_slide": 0.2,
+                "min_frac_global": 0.3,
+                "n_top": 128,
+                "combat_key": "patient",
+            }
+        ),
     }
 )

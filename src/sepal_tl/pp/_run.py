@@ -47,7 +47,8 @@ def run(
     adata
         Spots × genes with raw counts in ``X``, array coordinates and (for several slides) ``obs[library_key]``.
     preset
-        ``"visium"``, ``"stnet"`` (the paper's thresholds) or ``"her2st"``. See :data:`sepal_tl.pp.PRESETS`.
+        ``"visium"``, ``"stnet"`` (the paper's thresholds), ``"her2st"`` or ``"synthetic"`` (for
+        :func:`sepal_tl.datasets.synthetic`). See :data:`sepal_tl.pp.PRESETS`.
     slides
         Slides to rank Moran's I on (e.g. the training slides, leak-free); ``None`` uses all, as SEPAL does.
     gene_lengths
