@@ -83,7 +83,6 @@ def run(
     rows.append(("tpm", work.n_obs, work.n_vars))
     log2p(work)
     denoise(work, library_key=library_key)
-    imputed = work.uns["sepal"]["pp"]["denoise"]["imputed_fraction"]
     rows.append(("denoise", work.n_obs, work.n_vars))
     select_genes(work, n_top=params["n_top"], slides=slides, subset=True, library_key=library_key)
     rows.append(("select_genes", work.n_obs, work.n_vars))
@@ -91,6 +90,7 @@ def run(
         _combat(work, key=params["combat_key"])
         rows.append(("combat", work.n_obs, work.n_vars))
     summary = pd.DataFrame(rows, columns=["step", "n_spots", "n_genes"]).set_index("step")
+    imputed = float(1 - work.layers["observed"].mean())  # over the selected genes, as the paper reports it
     record(work, "pp", "run", {"preset": preset, **params, "slides": slides, "library_key": library_key})
     work.uns["sepal"]["pp"]["summary"] = {
         "step": list(summary.index),
