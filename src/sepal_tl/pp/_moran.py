@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,16 +21,18 @@ def _slide_moran(values, adjacency: sparse.csr_matrix) -> np.ndarray:
     """Moran's I of every column of ``values`` on one slide, with squidpy (row-normalised weights)."""
     slide = AnnData(X=values, obsp={"spatial_connectivities": adjacency})
     sq = import_squidpy()
-
-    result = sq.gr.spatial_autocorr(
-        slide,
-        mode="moran",
-        genes=list(slide.var_names),
-        n_perms=None,
-        transformation=True,
-        copy=True,
-        show_progress_bar=False,
-    )
+    with warnings.catch_warnings():
+        # genes constant on this slide have no I (NaN); select_genes averages them over the other slides
+        warnings.filterwarnings("ignore", message=".*variables were constant", category=UserWarning)
+        result = sq.gr.spatial_autocorr(
+            slide,
+            mode="moran",
+            genes=list(slide.var_names),
+            n_perms=None,
+            transformation=True,
+            copy=True,
+            show_progress_bar=False,
+        )
     return result["I"].reindex(slide.var_names).to_numpy(dtype=float)
 
 

@@ -1,0 +1,262 @@
+"""Evaluate a prediction layer against the ground truth, next to the train-mean baseline."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+from sepal_tl._logging import logger
+from sepal_tl._uns import record
+from sepal_tl._validation import DEFAULT_LIBRARY_KEY, resolve_libraries
+from sepal_tl.tl._metrics import COUNTS, METRICS, AxisScores, prepare, skip_report, summarize
+
+#: Row name of the train-mean baseline.
+BASELINE = "mean_baseline"
+_TRUTH_HINT = "Run sepal.pp.denoise (or sepal.pp.run) first, or pass truth= naming the ground-truth layer."
+_MASK_HINT = (
+    "Run sepal.pp.denoise (or sepal.pp.run) first, which stores it, or pass mask= naming a boolean layer "
+    "(True = observed)."
+)
+_PRED_HINT = "Run sepal.tl.predict first, or pass pred= naming the prediction layer."
+
+
+def _layer(adata: AnnData, key: str, what: str, hint: str):
+    if not isinstance(key, str):
+        msg = f"{what} must be the name of a layer, got {key!r}."
+        raise TypeError(msg)
+    if key not in adata.layers:
+        msg = f"{what} layer {key!r} is not in adata.layers (available: {sorted(adata.layers)}). {hint}"
+        raise KeyError(msg)
+    return adata.layers[key]
+
+
+def _rows(matrix, idx: np.ndarray) -> np.ndarray:
+    """Dense rows ``idx`` of a dense or sparse matrix."""
+    part = matrix[idx]
+    return part.toarray() if sparse.issparse(part) else np.asarray(part)
+
+
+def _storable(key: str) -> str:
+    """h5ad group names cannot hold ``/``."""
+    return str(key).replace("/", "_")
+
+
+def evaluate(
+    adata: AnnData,
+    *,
+    truth: str = "denoised",
+    pred: str = "sepal",
+    mask: str = "observed",
+    split: str | None = "test",
+    split_key: str = "split",
+    baseline: bool = True,
+    key_added: str = "metrics",
+    library_key: str | None = DEFAULT_LIBRARY_KEY,
+    per_slide: bool = False,
+) -> pd.DataFrame:
+    """Score a prediction layer with SEPAL's six metrics, next to the "predict the train mean" baseline.
+
+    The metrics (MSE, MAE, PCC-Gene, R2-Gene, PCC-Patch, R2-Patch; see :func:`sepal_tl.tl.compute_metrics`) are
+    computed on the observed entries (``layers[mask]``) of the spots of one split, pooled over all their slides as
+    SEPAL reports them. Genes or spots whose score is undefined (fewer than 2 observed entries, constant observed
+    truth, or, for PCC, constant prediction) are left out of the averages with one warning; the ``n_*`` columns
+    say how many entered each average.
+
+    With ``baseline=True`` a second row scores the train-mean baseline: every spot predicted as the mean of
+    ``layers[truth]`` over the spots with ``obs[split_key] == "train"`` (all their entries, as SEPAL's delta
+    centring computes it), on the same genes and entries. This is what a delta model outputs when it predicts 0,
+    so every table shows how far above "predict the mean" a model is. Its per-gene prediction is constant, so its
+    PCC-Gene is undefined (NaN, ``n_genes_pcc = 0``); its R2-Gene is ≤ 0 on the train spots and close to 0 on
+    others.
+
+    Both layers must be on the same scale: SEPAL evaluates absolute log2(TPM + 1) values, and PCC-Patch and
+    R2-Patch differ between deltas and absolute values (the other four metrics do not). Pooling over slides hides
+    per-slide variance: ``per_slide=True`` adds one row per slide.
+
+    Parameters
+    ----------
+    adata
+        Spots × genes with the three layers and ``obs[split_key]``.
+    truth
+        Layer with the ground truth (SEPAL: the denoised log2(TPM + 1)).
+    pred
+        Layer with the prediction. Genes whose prediction is not finite on every selected spot (e.g. NaN columns
+        for genes the model does not predict) are not evaluated.
+    mask
+        Boolean layer, ``True`` where the truth was observed (raw count > 0); the imputed entries are not scored.
+    split
+        Value of ``obs[split_key]`` selecting the spots to score; ``None`` scores all spots.
+    split_key
+        Column of ``adata.obs`` with each spot's split (``"train"`` marks the baseline's training spots).
+    baseline
+        Add the ``"mean_baseline"`` row(s).
+    key_added
+        Key under ``adata.uns["sepal"]`` for the stored tables.
+    library_key
+        Column of ``adata.obs`` naming each spot's slide (used by ``per_slide``).
+    per_slide
+        Add one row per slide of the split, named ``f"{pred} [{slide}]"`` (and ``f"mean_baseline [{slide}]"``).
+
+    Returns
+    -------
+    One row per model (``pred``, then ``"mean_baseline"``, then the per-slide rows) with columns ``MSE``, ``MAE``,
+    ``PCC-Gene``, ``R2-Gene``, ``PCC-Patch``, ``R2-Patch``, ``n_spots``, ``n_genes`` (genes evaluated),
+    ``n_observed`` (observed entries scored), ``n_genes_pcc``, ``n_genes_r2``, ``n_spots_pcc`` and ``n_spots_r2``.
+
+    Also sets:
+
+    - ``adata.uns["sepal"][key_added][pred][split]``: the table as ``{row: {column: float}}`` (``split=None`` is
+      stored as ``"all"``; ``/`` in names becomes ``_``). Rebuild it with
+      ``pd.DataFrame.from_dict(..., orient="index")``;
+    - ``adata.var[f"{pred}_pcc_{split}"]`` and ``adata.var[f"{pred}_r2_{split}"]``: the pooled per-gene PCC and
+      R², NaN for genes not evaluated or undefined;
+    - ``adata.uns["sepal"]["tl"]["evaluate"]``: the parameters of the call.
+    """
+    if pred == BASELINE:
+        msg = f"pred={BASELINE!r} clashes with the baseline row's name; rename the prediction layer."
+        raise ValueError(msg)
+    truth_m = _layer(adata, truth, "truth", _TRUTH_HINT)
+    pred_m = _layer(adata, pred, "pred", _PRED_HINT)
+    mask_m = _layer(adata, mask, "mask", _MASK_HINT)
+    shapes = {truth: truth_m.shape, pred: pred_m.shape, mask: mask_m.shape}
+    if len(set(shapes.values())) > 1:
+        msg = f"The layers differ in shape: {shapes}."
+        raise ValueError(msg)
+    if mask_m.dtype != bool:
+        msg = (
+            f"mask layer {mask!r} must be boolean (True = observed), got dtype {mask_m.dtype}. "
+            "sepal.pp.denoise stores one as layers['observed']."
+        )
+        raise ValueError(msg)
+
+    if split is not None or baseline:
+        if split_key not in adata.obs:
+            msg = (
+                f"split_key={split_key!r} is not a column of adata.obs (columns: {list(adata.obs.columns)}). "
+                "Add each spot's split ('train', 'val', 'test') there"
+                + (", or pass split=None and baseline=False to score all spots." if baseline else ".")
+            )
+            raise KeyError(msg)
+        labels = adata.obs[split_key].astype(str).to_numpy()
+    if split is None:
+        selected = np.arange(adata.n_obs)
+    else:
+        selected = np.flatnonzero(labels == str(split))
+        if selected.size == 0:
+            msg = f"No spot has obs[{split_key!r}] == {split!r} (values: {sorted(set(labels))})."
+            raise ValueError(msg)
+    if baseline:
+        train = np.flatnonzero(labels == "train")
+        if train.size == 0:
+            msg = (
+                f"No spot has obs[{split_key!r}] == 'train', so the train-mean baseline cannot be computed "
+                f"(values: {sorted(set(labels))}). Pass baseline=False."
+            )
+            raise ValueError(msg)
+    libraries = resolve_libraries(adata, library_key).iloc[selected] if per_slide else None
+
+    p_all = _rows(pred_m, selected)
+    genes = np.isfinite(p_all).all(axis=0)
+    if not genes.any():
+        msg = (
+            f"layers[{pred!r}] has no gene whose prediction is finite on all {selected.size} selected spots; "
+            "nothing to evaluate."
+        )
+        raise ValueError(msg)
+    gene_idx = np.flatnonzero(genes)
+    y_all = _rows(truth_m, selected)[:, gene_idx]
+    m_all = _rows(mask_m, selected)[:, gene_idx]
+    p_all = p_all[:, gene_idx]
+    if baseline:
+        train_truth = _rows(truth_m, train)[:, gene_idx].astype(np.float64)
+        if not np.isfinite(train_truth).all():
+            msg = f"layers[{truth!r}] has NaN or infinite values on the train spots; the baseline needs them."
+            raise ValueError(msg)
+        train_mean = train_truth.mean(axis=0)
+
+    # Every row is computed before anything is written, so that a failure leaves adata as it was.
+    models = [(pred, p_all)]
+    if baseline:
+        models.append((BASELINE, np.broadcast_to(train_mean, y_all.shape)))
+    groups: list[tuple[str, np.ndarray]] = [("", np.arange(selected.size))]
+    if per_slide:
+        for lib in libraries.cat.categories:
+            rows = np.flatnonzero((libraries == lib).to_numpy())
+            if rows.size:
+                groups.append((f" [{lib}]", rows))
+    table: dict[str, dict[str, float]] = {}
+    warn_lines: list[str] = []
+    pooled_genes: AxisScores | None = None
+    for suffix, rows in groups:
+        for name, p in models:
+            label = f"{name}{suffix}"
+            y, p_, m = prepare(y_all[rows], p[rows], m_all[rows])
+            result, gene_scores, spot_scores = summarize(y, p_, m)
+            table[label] = {
+                **{k: result[k] for k in METRICS},
+                "n_spots": rows.size,
+                "n_genes": gene_idx.size,
+                **{k: result[k] for k in COUNTS},
+            }
+            warn_lines += [
+                f"{label!r}: {line}"
+                for line in skip_report(gene_scores, spot_scores, ignore_constant_gene_pred=name == BASELINE)
+            ]
+            if label == pred:
+                pooled_genes = gene_scores
+    frame = pd.DataFrame.from_dict(table, orient="index")
+    for col in ("n_spots", "n_genes", *COUNTS):
+        frame[col] = frame[col].astype(np.int64)
+    if warn_lines:
+        warnings.warn(
+            "Undefined scores were left out of the averages: " + "; ".join(warn_lines) + ".",
+            UserWarning,
+            stacklevel=2,
+        )
+
+    split_name = "all" if split is None else str(split)
+    pcc = np.full(adata.n_vars, np.nan)
+    r2 = np.full(adata.n_vars, np.nan)
+    pcc[gene_idx] = pooled_genes.pcc
+    r2[gene_idx] = pooled_genes.r2
+    adata.var[f"{pred}_pcc_{split_name}"] = pcc
+    adata.var[f"{pred}_r2_{split_name}"] = r2
+    stored = {
+        _storable(row): {col: float(value) for col, value in values.items()} for row, values in table.items()
+    }
+    store = adata.uns.setdefault("sepal", {}).setdefault(key_added, {}).setdefault(_storable(pred), {})
+    store[_storable(split_name)] = stored
+    record(
+        adata,
+        "tl",
+        "evaluate",
+        {
+            "truth": truth,
+            "pred": pred,
+            "mask": mask,
+            "split": split,
+            "split_key": split_key,
+            "baseline": baseline,
+            "key_added": key_added,
+            "library_key": library_key,
+            "per_slide": per_slide,
+            "n_genes": int(gene_idx.size),
+        },
+    )
+    logger.info(
+        "scored %r on %d spots × %d genes: added %r and %r to adata.var and the table to "
+        "adata.uns['sepal'][%r][%r][%r]",
+        pred,
+        selected.size,
+        gene_idx.size,
+        f"{pred}_pcc_{split_name}",
+        f"{pred}_r2_{split_name}",
+        key_added,
+        pred,
+        split_name,
+    )
+    return frame
