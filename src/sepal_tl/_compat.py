@@ -67,3 +67,11 @@ def import_squidpy():
         import squidpy
 
     return squidpy
+
+
+def import_lightning():
+    """Import :mod:`lightning` after :func:`ensure_torchvision` (lightning → torchmetrics → torchvision)."""
+    ensure_torchvision()
+    import lightning
+
+    return lightning

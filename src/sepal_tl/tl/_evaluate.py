@@ -133,6 +133,7 @@ def evaluate(
         )
         raise ValueError(msg)
 
+    labels: np.ndarray | None = None
     if split is not None or baseline:
         if split_key not in adata.obs:
             msg = (
@@ -168,6 +169,13 @@ def evaluate(
         )
         raise ValueError(msg)
     gene_idx = np.flatnonzero(genes)
+    if gene_idx.size < adata.n_vars:
+        logger.info(
+            "%d of %d genes have no finite prediction in layers[%r] on the selected spots; they are not evaluated",
+            adata.n_vars - gene_idx.size,
+            adata.n_vars,
+            pred,
+        )
     y_all = _rows(truth_m, selected)[:, gene_idx]
     m_all = _rows(mask_m, selected)[:, gene_idx]
     p_all = p_all[:, gene_idx]
@@ -225,9 +233,7 @@ def evaluate(
     r2[gene_idx] = pooled_genes.r2
     adata.var[f"{pred}_pcc_{split_name}"] = pcc
     adata.var[f"{pred}_r2_{split_name}"] = r2
-    stored = {
-        _storable(row): {col: float(value) for col, value in values.items()} for row, values in table.items()
-    }
+    stored = {_storable(row): {col: float(value) for col, value in values.items()} for row, values in table.items()}
     store = adata.uns.setdefault("sepal", {}).setdefault(key_added, {}).setdefault(_storable(pred), {})
     store[_storable(split_name)] = stored
     record(

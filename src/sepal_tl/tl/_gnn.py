@@ -73,7 +73,9 @@ def node_features(
         msg = f"need (n, d) embeddings and (n, 2) offsets, got {tuple(embeddings.shape)} and {tuple(offsets.shape)}."
         raise ValueError(msg)
     pos_dim = _resolve_pos_dim(embeddings.shape[1], aggregation, pos_dim)
-    encoding = relative_position_encoding(offsets.to(embeddings.device), pos_dim).to(embeddings.dtype)
+    # A batch holds few distinct offsets (7 for one hex hop): encode each once, then gather.
+    distinct, inverse = torch.unique(offsets.to(embeddings.device), dim=0, return_inverse=True)
+    encoding = relative_position_encoding(distinct, pos_dim).to(embeddings.dtype)[inverse]
     if aggregation == "sum":
         return embeddings + encoding
     return torch.cat([embeddings, encoding], dim=1)

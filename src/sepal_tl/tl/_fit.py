@@ -1,0 +1,80 @@
+"""``sepal.tl.fit``: both SEPAL stages in one call."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from anndata import AnnData
+
+from sepal_tl._validation import check_choice
+from sepal_tl.tl._local import fit_encoder
+from sepal_tl.tl._model import SepalModel
+from sepal_tl.tl._presets import PRESETS
+from sepal_tl.tl._spatial import fit_spatial
+
+_SHARED = ("image", "split_key", "device", "random_state", "key_added", "library_key")
+_PER_STAGE = ("epochs", "batch_size", "lr", "weight_decay", "patience", "trainer_kwargs")
+
+
+def _options(func) -> set[str]:
+    return {name for name, p in inspect.signature(func).parameters.items() if p.kind is p.KEYWORD_ONLY}
+
+
+def fit(
+    adata: AnnData, *, image: Any = None, spatial: bool = True, preset: str | None = None, **kwargs: Any
+) -> SepalModel:
+    """Fit SEPAL: the local encoder (:func:`fit_encoder`) and then the spatial stage (:func:`fit_spatial`).
+
+    Parameters
+    ----------
+    adata
+        Spots × genes with the target layer, splits, coordinates and images (see :func:`fit_encoder`).
+    image
+        Image sources per library.
+    spatial
+        Train the spatial stage too. ``False`` gives the local encoder alone (with ``target="delta"`` the
+        paper's "ViT + Δ" baseline; with ``target="absolute"`` the plain regressor).
+    preset
+        ``"paper_visium"``, ``"paper_stnet"`` (the paper's hyper-parameters; they need a GPU and, for
+        ``pretrained=True``, internet once) or ``"cpu"`` (small backbone, small patches). See
+        :data:`sepal_tl.tl.PRESETS`. Explicit options override the preset.
+    **kwargs
+        Options of :func:`fit_encoder` and :func:`fit_spatial`. ``image``, ``split_key``, ``device``,
+        ``random_state``, ``key_added`` and ``library_key`` go to both; options that both stages have
+        (``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``patience``, ``trainer_kwargs``) take a stage
+        prefix: ``encoder_epochs=10``, ``spatial_lr=1e-3``.
+
+    Returns
+    -------
+    The trained :class:`~sepal_tl.tl.SepalModel`. ``adata`` gains ``obsm["X_sepal"]``, ``layers["sepal_local"]``
+    and, with ``spatial=True``, ``layers["sepal"]``.
+    """
+    encoder_names, spatial_names = _options(fit_encoder), _options(fit_spatial)
+    stage: dict[str, dict[str, Any]] = {"encoder": {}, "spatial": {}}
+    if preset is not None:
+        check_choice("preset", preset, list(PRESETS))
+        stage = {name: dict(values) for name, values in PRESETS[preset].items()}
+    unknown = []
+    for name, value in kwargs.items():
+        prefix, _, rest = name.partition("_")
+        if name in _PER_STAGE:
+            msg = f"{name!r} exists in both stages; pass encoder_{name}= and/or spatial_{name}=."
+            raise TypeError(msg)
+        if prefix in stage and rest in _PER_STAGE:
+            stage[prefix][rest] = value
+        elif name in _SHARED:
+            stage["encoder"][name] = stage["spatial"][name] = value
+        elif name in encoder_names:
+            stage["encoder"][name] = value
+        elif name in spatial_names:
+            stage["spatial"][name] = value
+        else:
+            unknown.append(name)
+    if unknown:
+        msg = f"Unknown option(s) {unknown} for sepal.tl.fit; see fit_encoder and fit_spatial for the valid ones."
+        raise TypeError(msg)
+    model = fit_encoder(adata, image=image, **stage["encoder"])
+    if spatial:
+        fit_spatial(adata, model, image=image, **stage["spatial"])
+    return model

@@ -1,0 +1,54 @@
+"""Checks and data shared by the training and prediction functions of ``sepal.tl``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from anndata import AnnData
+from scipy import sparse
+
+from sepal_tl._validation import check_finite, get_matrix
+
+SPLITS = ("train", "val", "test")
+
+
+def split_indices(adata: AnnData, split_key: str) -> dict[str, np.ndarray]:
+    """Positions of the ``"train"``, ``"val"`` and ``"test"`` spots of ``obs[split_key]``."""
+    if split_key not in adata.obs:
+        msg = (
+            f"split_key={split_key!r} is not a column of adata.obs (columns: {list(adata.obs.columns)}). "
+            "Add a column with 'train' / 'val' / 'test' per spot (e.g. by slide) and pass its name."
+        )
+        raise KeyError(msg)
+    values = adata.obs[split_key].astype(str).to_numpy()
+    unknown = sorted(set(values) - set(SPLITS))
+    if unknown:
+        msg = f"obs[{split_key!r}] has values {unknown}; only 'train', 'val' and 'test' are allowed."
+        raise ValueError(msg)
+    out = {name: np.flatnonzero(values == name) for name in SPLITS}
+    if out["train"].size == 0:
+        msg = f"No spot has obs[{split_key!r}] == 'train'; the model needs training spots (and their gene means)."
+        raise ValueError(msg)
+    return out
+
+
+def dense_layer(adata: AnnData, layer: str | None, *, genes: Sequence[str] | None = None) -> np.ndarray:
+    """``float32`` dense copy of a layer (optionally for ``genes``), checked to be finite."""
+    matrix = get_matrix(adata, layer)
+    if genes is not None:
+        matrix = matrix[:, adata.var_names.get_indexer(genes)]
+    check_finite(matrix, what=f"layers[{layer!r}]" if layer else "adata.X")
+    return (matrix.toarray() if sparse.issparse(matrix) else np.asarray(matrix)).astype(np.float32)
+
+
+def check_model_genes(adata: AnnData, genes: Sequence[str]) -> None:
+    """Raise ``KeyError`` unless every model gene is in ``adata.var_names``."""
+    missing = [g for g in genes if g not in adata.var_names]
+    if missing:
+        msg = (
+            f"{len(missing)} of the model's {len(genes)} genes are missing from adata.var_names "
+            f"(e.g. {missing[:5]}). The model was trained on another gene set: use data with these genes, or "
+            "predict on an H&E-only AnnData (adata[:, []]) to get a new AnnData with the model's genes."
+        )
+        raise KeyError(msg)

@@ -1,0 +1,269 @@
+"""The spatial stage: a graph network over each spot's m-hop neighbourhood corrects the local prediction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from anndata import AnnData
+
+from sepal_tl._compat import import_lightning
+from sepal_tl._graph import lattice_graph
+from sepal_tl._logging import logger
+from sepal_tl._settings import settings
+from sepal_tl._uns import record
+from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_array_coords, resolve_libraries
+from sepal_tl.tl._gnn import SpatialHead
+from sepal_tl.tl._inputs import check_model_genes, dense_layer, split_indices
+from sepal_tl.tl._local import encode, write_local_outputs
+from sepal_tl.tl._model import SepalModel
+from sepal_tl.tl._neighbourhoods import ALLOWED_HOPS, Neighbourhoods, collate_subgraphs, hop_neighbourhoods
+from sepal_tl.tl._training import device_of, run_training
+
+
+class SpatialInputs:
+    """What the graph network reads, kept once per AnnData: embeddings, local predictions, neighbourhoods.
+
+    Subgraphs are batched by index (:func:`~sepal_tl.tl._neighbourhoods.collate_subgraphs`): node features are
+    gathered per batch from the one ``(n_spots, d)`` embedding matrix, so memory stays O(spots).
+    """
+
+    def __init__(self, embeddings: np.ndarray, local: np.ndarray, neighbourhoods: Neighbourhoods, coords: np.ndarray):
+        self.embeddings = torch.as_tensor(embeddings, dtype=torch.float32)
+        self.local = torch.as_tensor(local, dtype=torch.float32)
+        self.neighbourhoods = neighbourhoods
+        self.coords = coords
+
+    def forward(self, head: SpatialHead, centres: torch.Tensor) -> torch.Tensor:
+        """Local prediction + graph correction (model scale) for the spots ``centres``."""
+        device = next(head.parameters()).device
+        batch = collate_subgraphs(self.neighbourhoods, centres, array_coords=self.coords)
+        correction = head(
+            self.embeddings[batch.node_index].to(device),
+            batch.edge_index.to(device),
+            batch.batch.to(device),
+            batch.ptr.to(device),
+            batch.offsets.to(device),
+        )
+        return self.local[batch.centres].to(device) + correction.float()
+
+    def predict(self, head: SpatialHead, *, batch_size: int, device: str | None) -> np.ndarray:
+        """Final (model-scale) predictions of every spot."""
+        head = head.to(device_of(device)).eval()
+        spots = torch.arange(self.embeddings.shape[0])
+        with torch.inference_mode():
+            out = [self.forward(head, chunk).cpu() for chunk in spots.split(batch_size)]
+        head.to("cpu")
+        return torch.cat(out).numpy() if out else np.zeros((0, self.local.shape[1]), dtype=np.float32)
+
+
+def spatial_inputs(
+    adata: AnnData,
+    model: SepalModel,
+    *,
+    n_hops: int,
+    image: Any,
+    key_added: str,
+    library_key: str | None,
+    geometry: str,
+    device: str | None,
+    num_workers: int = 0,
+) -> SpatialInputs:
+    """What the spatial stage reads for ``adata``.
+
+    The embeddings and local predictions of ``model`` (reused when ``adata`` already holds this model's, else
+    computed and stored) and the m-hop neighbourhoods of the slides' lattice graphs.
+    """
+    emb_key, local_key = f"X_{key_added}", f"{key_added}_local"
+    fresh = (
+        adata.uns.get("sepal", {}).get("tl", {}).get("embedding_model") == model.uid
+        and emb_key in adata.obsm
+        and local_key in adata.layers
+    )
+    if fresh:
+        embeddings = np.asarray(adata.obsm[emb_key], dtype=np.float32)
+        local = np.asarray(adata.layers[local_key], dtype=np.float32) - model.offset
+    else:
+        local, embeddings = encode(
+            adata, model, image=image, device=device, num_workers=num_workers, library_key=library_key
+        )
+        write_local_outputs(adata, model, local, embeddings, key_added)
+    libraries = resolve_libraries(adata, library_key)
+    adjacency, _ = lattice_graph(adata, libraries, geometry=geometry)
+    return SpatialInputs(embeddings, local, hop_neighbourhoods(adjacency, n_hops), check_array_coords(adata))
+
+
+def _spatial_task(head: SpatialHead, inputs: SpatialInputs, targets: torch.Tensor, *, lr: float, weight_decay: float):
+    L = import_lightning()
+
+    class SpatialTask(L.LightningModule):
+        """MSE of (local prediction + correction) against the centre's target, as in the paper."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = head
+
+        def _loss(self, batch) -> torch.Tensor:
+            (centres,) = batch
+            pred = inputs.forward(self.head, centres)
+            return torch.nn.functional.mse_loss(pred, targets[centres].to(pred.device))
+
+        def training_step(self, batch, batch_idx):
+            value = self._loss(batch)
+            self.log("train_mse", value, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch[0]))
+            return value
+
+        def validation_step(self, batch, batch_idx):
+            value = self._loss(batch)
+            self.log("val_mse", value, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch[0]))
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)
+
+    return SpatialTask()
+
+
+def fit_spatial(
+    adata: AnnData,
+    model: SepalModel,
+    *,
+    image: Any = None,
+    split_key: str = "split",
+    n_hops: int = 1,
+    operator: str = "GraphConv",
+    hidden: Sequence[int] = (256,),
+    pre: Sequence[int] = (),
+    post: Sequence[int] = (),
+    aggregation: str = "sum",
+    pooling: str = "sag",
+    epochs: int = 100,
+    batch_size: int = 256,
+    lr: float = 1e-4,
+    weight_decay: float = 0.0,
+    patience: int | None = None,
+    geometry: str = "auto",
+    device: str = "auto",
+    random_state: int | None = 0,
+    trainer_kwargs: dict[str, Any] | None = None,
+    key_added: str = "sepal",
+    library_key: str | None = DEFAULT_LIBRARY_KEY,
+) -> SepalModel:
+    """Train SEPAL's spatial stage on top of a trained local encoder.
+
+    With the encoder frozen, every spot's embedding and local prediction are computed once (same patches and
+    transform as in training). For each spot, the subgraph induced by its ``n_hops``-hop neighbourhood on the
+    slide's lattice (centre first) carries node features = embedding ⊕ a fixed 2D sinusoidal encoding of the
+    node's array offset from the centre; graph layers, pooling and an MLP give a per-gene correction that is
+    added to the centre's local prediction. Loss: MSE against the centre's target (Δ for ``target="delta"``).
+
+    Parameters
+    ----------
+    adata
+        The AnnData the encoder was trained on (or any with the model's genes, the target layer, splits,
+        coordinates and images).
+    model
+        From :func:`sepal_tl.tl.fit_encoder`; it gains the spatial head (returned for chaining).
+    image
+        Image sources, as for :func:`sepal_tl.tl.fit_encoder` (only used if embeddings must be computed).
+    split_key
+        ``obs`` column with ``"train"`` / ``"val"`` / ``"test"``.
+    n_hops
+        Neighbourhood radius in hops on the lattice graph: 1, 2 or 3 (paper: 1).
+    operator
+        torch-geometric layer: ``"GCNConv"``, ``"GraphConv"``, ``"SAGEConv"``, ``"GATConv"``, ``"GATv2Conv"``,
+        ``"TransformerConv"``.
+    hidden, pre, post
+        Widths of the graph layers, of the MLP before them and of the MLP after pooling (a final linear layer
+        to the genes is always added, without activation).
+    aggregation
+        ``"sum"`` (embedding + encoding) or ``"concat"``.
+    pooling
+        ``"sag"`` (SAGPooling keeping one node per graph, the paper), ``"center"`` (read the centre node) or
+        ``"mean"``.
+    epochs, batch_size, lr, weight_decay, patience
+        Optimisation (Adam), early stopping (``None``: off).
+    geometry
+        Lattice: ``"auto"``, ``"hex"`` (Visium) or ``"square"`` (legacy ST).
+    device, random_state, trainer_kwargs
+        As for :func:`sepal_tl.tl.fit_encoder`.
+    key_added
+        Final predictions go to ``layers[key_added]`` (absolute scale).
+    library_key
+        ``obs`` column naming each spot's slide.
+
+    Returns
+    -------
+    ``model`` with its spatial head; ``adata`` gains ``layers[key_added]`` and ``uns["sepal"]["tl"]["fit_spatial"]``.
+    """
+    L = import_lightning()
+    check_model_genes(adata, model.genes)
+    splits = split_indices(adata, split_key)
+    targets = torch.as_tensor(dense_layer(adata, model.config["layer"], genes=model.genes) - model.offset)
+    seed = settings.seed if random_state is None else random_state
+    architecture = {
+        "operator": operator,
+        "hidden": list(hidden),
+        "pre": list(pre),
+        "post": list(post),
+        "aggregation": aggregation,
+        "pooling": pooling,
+    }
+    if n_hops not in ALLOWED_HOPS:
+        msg = f"n_hops={n_hops!r} is out of range; use one of {list(ALLOWED_HOPS)} (hops on the lattice graph)."
+        raise ValueError(msg)
+    L.seed_everything(seed, workers=True, verbose=False)
+    head = SpatialHead(model.encoder.embedding_dim, model.n_genes, **architecture)  # validates the options
+    inputs = spatial_inputs(
+        adata,
+        model,
+        n_hops=n_hops,
+        image=image,
+        key_added=key_added,
+        library_key=library_key,
+        geometry=geometry,
+        device=device,
+    )
+
+    def loader(name: str, shuffle: bool):
+        if splits[name].size == 0:
+            return None
+        dataset = torch.utils.data.TensorDataset(torch.as_tensor(splits[name]))
+        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle)
+
+    val_loader = loader("val", False)
+    if val_loader is None:
+        logger.warning("fit_spatial: no 'val' spots; keeping the epoch with the lowest training MSE.")
+    task = _spatial_task(head, inputs, targets, lr=lr, weight_decay=weight_decay)
+    history, best = run_training(
+        task,
+        loader("train", True),
+        val_loader,
+        epochs=epochs,
+        device=device,
+        patience=patience,
+        trainer_kwargs=trainer_kwargs,
+    )
+    model.spatial = task.head
+    training = {
+        "n_hops": n_hops,
+        "geometry": geometry,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "patience": patience,
+        "random_state": seed,
+        "best_mse": best,
+    }
+    model.config["spatial"] = {
+        "architecture": {"in_dim": model.encoder.embedding_dim, "n_genes": model.n_genes, **architecture},
+        "training": training,
+    }
+    model.history["spatial"] = history
+    final = inputs.predict(model.spatial, batch_size=batch_size, device=device)
+    adata.layers[key_added] = final + model.offset
+    record(adata, "tl", "fit_spatial", {**architecture, **training, "uid": model.uid})
+    logger.info("added %r to adata.layers", key_added)
+    return model
