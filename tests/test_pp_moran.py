@@ -74,3 +74,36 @@ def test_bad_inputs():
         adata, KeyError, "library_key='batch'", sepal.pp.select_genes, n_top=1, library_key="batch"
     )
     assert_unchanged_after_error(adata, ValueError, "geometry=", sepal.pp.select_genes, n_top=1, geometry="tri")
+
+
+@pytest.mark.parametrize("geometry", ["hex", "square"])
+def test_lattice_graph_matches_squidpy_grid_builder(geometry):
+    from sepal_tl._compat import import_squidpy
+    from sepal_tl._geometry import lattice_positions
+    from sepal_tl._graph import lattice_graph
+    from sepal_tl._validation import resolve_libraries
+
+    coords = square_coords(10, 14)
+    if geometry == "hex":
+        coords = coords[coords.sum(1) % 2 == 0]
+    coords = coords[np.random.default_rng(0).random(len(coords)) < 0.9]  # a few holes, like real slides
+    adata = grid_adata(np.zeros((len(coords), 1)), coords)
+    ours, geom = lattice_graph(adata, resolve_libraries(adata, None))
+    assert geom == geometry
+    adata.obsm["lattice"] = lattice_positions(coords, geom)
+    sq = import_squidpy()
+    theirs = sq.gr.spatial_neighbors_grid(
+        adata, spatial_key="lattice", n_neighs=6 if geometry == "hex" else 4, copy=True
+    )
+    theirs = (theirs.connectivities + theirs.connectivities.T) > 0
+    assert (ours != theirs).nnz == 0
+
+
+def test_lattice_graph_on_tiny_and_separate_slides():
+    from sepal_tl._graph import lattice_graph
+    from sepal_tl._validation import resolve_libraries
+
+    coords = np.array([[0, 0], [0, 1], [5, 5], [0, 0], [0, 1]])
+    adata = grid_adata(np.zeros((5, 1)), coords, library=["a", "a", "a", "b", "b"])
+    graph, _ = lattice_graph(adata, resolve_libraries(adata, "library_id"))
+    assert sorted(zip(*graph.nonzero(), strict=True)) == [(0, 1), (1, 0), (3, 4), (4, 3)]

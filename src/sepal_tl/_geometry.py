@@ -7,8 +7,7 @@ from typing import Literal
 import numpy as np
 
 Geometry = Literal["hex", "square"]
-#: Neighbours of a spot on each lattice, used for squidpy's grid graph (``n_neighs``).
-N_NEIGHS: dict[str, int] = {"hex": 6, "square": 4}
+GEOMETRIES = ("hex", "square")
 
 
 def infer_geometry(array_coords: np.ndarray) -> Geometry:
@@ -26,7 +25,7 @@ def resolve_geometry(geometry: str, array_coords: np.ndarray) -> Geometry:
     """Return ``geometry`` or, for ``"auto"``, the geometry inferred from the coordinates."""
     if geometry == "auto":
         return infer_geometry(array_coords)
-    if geometry not in N_NEIGHS:
+    if geometry not in GEOMETRIES:
         msg = f"geometry={geometry!r} is not supported; choose 'auto', 'hex' (Visium) or 'square' (legacy ST)."
         raise ValueError(msg)
     return geometry  # type: ignore[return-value]

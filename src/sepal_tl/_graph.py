@@ -1,16 +1,14 @@
-"""The slide's spatial neighbour graph, built with squidpy on the spot lattice."""
+"""The slide's spatial neighbour graph on the spot lattice."""
 
 from __future__ import annotations
-
-import logging
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 from scipy import sparse
+from scipy.spatial import cKDTree
 
-from sepal_tl._compat import import_squidpy
-from sepal_tl._geometry import N_NEIGHS, Geometry, lattice_positions, resolve_geometry
+from sepal_tl._geometry import Geometry, lattice_positions, resolve_geometry
 from sepal_tl._validation import check_array_coords
 
 
@@ -19,31 +17,30 @@ def lattice_graph(
 ) -> tuple[sparse.csr_matrix, Geometry]:
     """Symmetric 0/1 adjacency of lattice neighbours within each slide, and the geometry used.
 
-    Built with :func:`squidpy.gr.spatial_neighbors_grid` on the array coordinates mapped to an isotropic lattice
-    (:func:`~sepal_tl._geometry.lattice_positions`): 6 neighbours on Visium's hex grid, the 4 edge-sharing
-    neighbours on legacy ST's square grid. Using array coordinates rather than pixels makes the graph exact even
-    when pixel positions are jittered. Spots of different slides are never connected.
+    Neighbours are the spots one pitch apart on the lattice given by the array coordinates
+    (:func:`~sepal_tl._geometry.lattice_positions`): the 6 surrounding spots on Visium's hex grid, the 4
+    edge-sharing spots on legacy ST's square grid — the graph squidpy's grid builder
+    (``spatial_neighbors_grid`` with ``n_neighs=6`` / ``4``) gives on a full lattice, but exact on every layout
+    (squidpy's k-nearest search also fails on slides of fewer than ``n_neighs + 1`` spots). Using array
+    coordinates rather than pixels keeps the graph exact when pixel positions are jittered. Spots of different
+    slides are never connected.
     """
     coords = check_array_coords(adata)
     geom = resolve_geometry(geometry, coords)
-    holder = AnnData(
-        obs=pd.DataFrame({"library": libraries.to_numpy()}, index=adata.obs_names.copy()),
-        obsm={"lattice": lattice_positions(coords, geom)},
+    positions = lattice_positions(coords, geom)
+    codes = pd.Categorical(libraries.to_numpy()).codes
+    rows, cols = [], []
+    for code in np.unique(codes):
+        idx = np.flatnonzero(codes == code)
+        pairs = cKDTree(positions[idx]).query_pairs(1.0 + 1e-6, output_type="ndarray")
+        rows.append(idx[pairs[:, 0]])
+        cols.append(idx[pairs[:, 1]])
+    src = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+    dst = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+    n = adata.n_obs
+    adjacency = sparse.csr_matrix(
+        (np.ones(2 * src.size, dtype=np.float32), (np.concatenate([src, dst]), np.concatenate([dst, src]))),
+        shape=(n, n),
     )
-    holder.obs["library"] = holder.obs["library"].astype("category")
-    sq = import_squidpy()
-
-    # squidpy announces every graph at INFO level through spatialdata's logger; keep our users' console quiet.
-    chatty = logging.getLogger("spatialdata._logging")
-    level = chatty.level
-    chatty.setLevel(max(level, logging.WARNING))
-    try:
-        result = sq.gr.spatial_neighbors_grid(
-            holder, spatial_key="lattice", library_key="library", n_neighs=N_NEIGHS[geom], copy=True
-        )
-    finally:
-        chatty.setLevel(level)
-    adjacency = sparse.csr_matrix(result.connectivities, dtype=np.float32)
-    adjacency = adjacency.maximum(adjacency.T).tocsr()
-    adjacency.data[:] = 1.0
+    adjacency.sort_indices()
     return adjacency, geom

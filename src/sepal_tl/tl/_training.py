@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +42,22 @@ def _history_callback():
     L = import_lightning()
 
     class History(L.Callback):
-        """Keeps the epoch-level metrics (``train_mse``, ``val_mse``) of every epoch."""
+        """Keeps every epoch's ``train_mse``, ``val_mse`` and the wall time of its training pass."""
 
         def __init__(self) -> None:
             self.epochs: list[dict[str, float]] = []
+            self._start, self._val_start = 0.0, None
+
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            self._start, self._val_start = time.perf_counter(), None
+
+        def on_validation_epoch_start(self, trainer, pl_module) -> None:
+            self._val_start = time.perf_counter()  # Lightning validates inside the training epoch, at its end
 
         def on_train_epoch_end(self, trainer, pl_module) -> None:
+            seconds = (self._val_start or time.perf_counter()) - self._start  # the training pass only
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("train_mse", "val_mse")}
-            self.epochs.append({"epoch": trainer.current_epoch, **metrics})
+            self.epochs.append({"epoch": trainer.current_epoch, **metrics, "train_seconds": seconds})
 
     return History()
 
