@@ -10,11 +10,14 @@ Usage::
    Adam step on random tensors of the same shape, measured side by side in this run. Target: >= 80 %.
 2. Spatial stage: seconds per training epoch of the graph network over 1-hop neighbourhoods of
    ``--graph-spots`` spots (a Visium hex lattice) with ``--embedding-dim`` embeddings. Target: < 2 s.
+3. Patch memory: peak RSS while cutting one ``--memory-patch-size`` patch per spot for ``--memory-spots``
+   spots (10 synthetic slides). Target: peak below the decoded images + 2 GiB.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 
 import anndata as ad
@@ -28,6 +31,7 @@ from sepal_tl._validation import resolve_libraries
 from sepal_tl.tl._encoder import LocalEncoder
 from sepal_tl.tl._gnn import SpatialHead
 from sepal_tl.tl._neighbourhoods import hop_neighbourhoods
+from sepal_tl.tl._patches import PatchGeometry, SpotPatches
 from sepal_tl.tl._spatial import SpatialInputs, _spatial_task
 from sepal_tl.tl._training import run_training
 
@@ -51,7 +55,7 @@ def bare_throughput(backbone: str, patch_size: int, batch_size: int, n_genes: in
 
 def encoder_pipeline(args) -> tuple[float, float]:
     adata = sepal.datasets.synthetic(n_slides=2, n_spots=args.spots, n_genes=200, seed=0)
-    sepal.pp.run(adata, preset="synthetic", n_top=64)
+    sepal.pp.run(adata, preset="synthetic", n_top=64, combat_key=None)
     adata.obs["split"] = "train"  # every spot trains; throughput is what we measure
     n_train = adata.n_obs
     model = sepal.tl.fit_encoder(
@@ -96,6 +100,23 @@ def spatial_epoch(args) -> float:
     return float(np.median([epoch["train_seconds"] for epoch in history[1:]]))
 
 
+def patch_memory(args) -> tuple[float, float, float]:
+    """Peak RSS while cutting a patch for each of ``--memory-spots`` spots (one pass, batches of 64)."""
+    n_slides = 10
+    adata = sepal.datasets.synthetic(
+        n_slides=n_slides, n_spots=args.memory_spots // n_slides, n_genes=8, seed=0, sparse_fraction=0.0
+    )
+    geometry = PatchGeometry(patch_size=args.memory_patch_size)
+    dataset = SpotPatches(adata, None, geometry)  # decodes / maps every slide's image once
+    images = sum(source.shape[0] * source.shape[1] * 3 for source in dataset.sources.values()) / 2**30
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    loader = torch.utils.data.DataLoader(dataset, batch_size=64)
+    for _ in loader:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return images, before, peak
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="vit_tiny_patch16_224")
@@ -106,6 +127,8 @@ def main() -> None:
     parser.add_argument("--graph-spots", type=int, default=4000)
     parser.add_argument("--embedding-dim", type=int, default=768)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--memory-spots", type=int, default=30_000)
+    parser.add_argument("--memory-patch-size", type=int, default=224)
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CUDA: {torch.cuda.is_available()}")
 
@@ -118,6 +141,12 @@ def main() -> None:
     print(
         f"spatial stage: {seconds:.2f} s per epoch ({args.graph_spots} spots, {args.embedding_dim}-d embeddings, "
         "1 hop, GraphConv 256, SAGPooling, batch 256)"
+    )
+    images, before, peak = patch_memory(args)
+    print(
+        f"patches for {args.memory_spots} spots at {args.memory_patch_size} px: decoded images {images:.2f} GiB; "
+        f"peak RSS {before:.2f} GiB before the pass, {peak:.2f} GiB after "
+        f"(peak - decoded images = {peak - images:.2f} GiB)"
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,10 @@ def run_training(
             **kwargs,
         }
         trainer = L.Trainer(callbacks=callbacks, **options)
-        trainer.fit(task, train_dataloaders=train_loader, val_dataloaders=val_loader)
+        with warnings.catch_warnings():
+            # without validation spots Lightning notes that validation_step goes unused: that is expected here
+            warnings.filterwarnings("ignore", message=".*no `val_dataloader`", category=UserWarning)
+            trainer.fit(task, train_dataloaders=train_loader, val_dataloaders=val_loader)
         best = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
         if checkpoint.best_model_path:
             state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
