@@ -12,7 +12,8 @@ All readers store raw counts in ``X`` and ``layers["counts"]``, full-resolution 
 
 from ._concat import concat
 from ._spatialdata import from_spatialdata, to_spatialdata
+from ._spot_grid import spot_grid
 from ._st import read_st
 from ._visium import read_visium
 
-__all__ = ["concat", "from_spatialdata", "read_st", "read_visium", "to_spatialdata"]
+__all__ = ["concat", "from_spatialdata", "read_st", "read_visium", "spot_grid", "to_spatialdata"]

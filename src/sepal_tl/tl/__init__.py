@@ -17,6 +17,9 @@ _EXPORTS = {
     "SepalModel": "_model",
     "PatchGeometry": "_patches",
     "SpotPatches": "_patches",
+    "preprocess_patches": "_patches",
+    "eight_symmetries": "_patches",
+    "ImageSource": "_images",
     "resolve_images": "_images",
     "PRESETS": "_presets",
 }

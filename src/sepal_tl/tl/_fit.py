@@ -21,6 +21,39 @@ def _options(func) -> set[str]:
     return {name for name, p in inspect.signature(func).parameters.items() if p.kind is p.KEYWORD_ONLY}
 
 
+def stage_options(preset: str | None = None, **kwargs: Any) -> dict[str, dict[str, Any]]:
+    """Split ``fit``'s options into those of :func:`fit_encoder` and :func:`fit_spatial` (preset first).
+
+    Raises ``TypeError`` for an unknown option or one that exists in both stages without a stage prefix, and
+    ``ValueError`` for an unknown preset — before any work is done.
+    """
+    encoder_names, spatial_names = _options(fit_encoder), _options(fit_spatial)
+    stage: dict[str, dict[str, Any]] = {"encoder": {}, "spatial": {}}
+    if preset is not None:
+        check_choice("preset", preset, list(PRESETS))
+        stage = {name: dict(values) for name, values in PRESETS[preset].items()}
+    unknown = []
+    for name, value in kwargs.items():
+        prefix, _, rest = name.partition("_")
+        if name in _PER_STAGE:
+            msg = f"{name!r} exists in both stages; pass encoder_{name}= and/or spatial_{name}=."
+            raise TypeError(msg)
+        if prefix in stage and rest in _PER_STAGE:
+            stage[prefix][rest] = value
+        elif name in _SHARED:
+            stage["encoder"][name] = stage["spatial"][name] = value
+        elif name in encoder_names:
+            stage["encoder"][name] = value
+        elif name in spatial_names:
+            stage["spatial"][name] = value
+        else:
+            unknown.append(name)
+    if unknown:
+        msg = f"Unknown option(s) {unknown} for sepal.tl.fit; see fit_encoder and fit_spatial for the valid ones."
+        raise TypeError(msg)
+    return stage
+
+
 def fit(
     adata: AnnData, *, image: Any = None, spatial: bool = True, preset: str | None = None, **kwargs: Any
 ) -> SepalModel:
@@ -50,31 +83,8 @@ def fit(
     The trained :class:`~sepal_tl.tl.SepalModel`. ``adata`` gains ``obsm["X_sepal"]``, ``layers["sepal_local"]``
     and, with ``spatial=True``, ``layers["sepal"]``.
     """
-    encoder_names, spatial_names = _options(fit_encoder), _options(fit_spatial)
-    stage: dict[str, dict[str, Any]] = {"encoder": {}, "spatial": {}}
-    if preset is not None:
-        check_choice("preset", preset, list(PRESETS))
-        stage = {name: dict(values) for name, values in PRESETS[preset].items()}
-    unknown = []
-    for name, value in kwargs.items():
-        prefix, _, rest = name.partition("_")
-        if name in _PER_STAGE:
-            msg = f"{name!r} exists in both stages; pass encoder_{name}= and/or spatial_{name}=."
-            raise TypeError(msg)
-        if prefix in stage and rest in _PER_STAGE:
-            stage[prefix][rest] = value
-        elif name in _SHARED:
-            stage["encoder"][name] = stage["spatial"][name] = value
-        elif name in encoder_names:
-            stage["encoder"][name] = value
-        elif name in spatial_names:
-            stage["spatial"][name] = value
-        else:
-            unknown.append(name)
-    if unknown:
-        msg = f"Unknown option(s) {unknown} for sepal.tl.fit; see fit_encoder and fit_spatial for the valid ones."
-        raise TypeError(msg)
-    model = fit_encoder(adata, image=image, **stage["encoder"])
+    stage = stage_options(preset, image=image, **kwargs)
+    model = fit_encoder(adata, **stage["encoder"])
     if spatial:
-        fit_spatial(adata, model, image=image, **stage["spatial"])
+        fit_spatial(adata, model, **stage["spatial"])
     return model

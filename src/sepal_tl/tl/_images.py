@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import tifffile
+from anndata import AnnData
 
 from sepal_tl._logging import logger
 from sepal_tl._validation import check_spatial
@@ -187,7 +188,9 @@ class ImageSource:
 
     def __repr__(self) -> str:
         height, width = self.shape
-        return f"{type(self).__name__}({self.library_id!r}, {width} x {height} px, scale={self.scale:.4g}, {self.origin})"
+        return (
+            f"{type(self).__name__}({self.library_id!r}, {width} x {height} px, scale={self.scale:.4g}, {self.origin})"
+        )
 
 
 def _cache_file(cache_dir: Path, key: str, stem: str) -> Path:
@@ -479,11 +482,12 @@ def _spatialdata_source(sdata, lib: str, cache_dir: Path | None) -> ImageSource:
 
 
 def resolve_images(
-    adata,
+    adata: AnnData,
     image: Any = None,
     *,
     library_key: str = "library_id",
     libraries: Sequence[str] | None = None,
+    spatial_key: str = "spatial",
     cache_dir: str | os.PathLike | None = None,
 ) -> dict[str, ImageSource]:
     """Find the image each library's patches are cut from.
@@ -512,6 +516,8 @@ def resolve_images(
         ``obs`` column naming each spot's library; may be absent when ``uns["spatial"]`` holds one library.
     libraries
         Only resolve these libraries (default: every library of ``adata``).
+    spatial_key
+        ``obsm`` key of the spot centres, used to check that every image covers its spots.
     cache_dir
         Optional folder: images that cannot be memory-mapped (JPEG, PNG, compressed TIFF, dask arrays) are
         decoded once into an uncompressed ``.npy`` file there and memory-mapped, instead of being held in
@@ -538,7 +544,7 @@ def resolve_images(
     >>> sources = resolve_images(adata, {"C2": "ST-imgs/C/C2/5714_HE_BT_C2.jpg"})
     >>> patch = sources["C2"].crop(x0=1000, y0=2000, side=136)  # (136, 136, 3) uint8
     """
-    coords = check_spatial(adata)
+    coords = check_spatial(adata, spatial_key)
     libs = library_ids(adata, library_key).to_numpy()
     wanted = list(dict.fromkeys(libs)) if libraries is None else [str(lib) for lib in libraries]
     unknown = [lib for lib in wanted if lib not in set(libs)]

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from anndata import AnnData
 from scipy import sparse
 from torch.utils.data import Dataset, get_worker_info
 
@@ -106,7 +107,7 @@ class PatchGeometry:
             msg = f"std must be positive, got {self.std!r}."
             raise ValueError(msg)
 
-    def window_side(self, adata, library_id: str) -> float:
+    def window_side(self, adata: AnnData, library_id: str) -> float:
         """Window side in full-resolution pixels for one library: spot diameter × ``patch_scale``."""
         entry = adata.uns.get("spatial", {}).get(library_id, {})
         diameter = entry.get("scalefactors", {}).get("spot_diameter_fullres")
@@ -143,7 +144,51 @@ class PatchGeometry:
         return cls(**values)
 
 
-def preprocess_patches(crops: np.ndarray | torch.Tensor, geometry: PatchGeometry | None = None) -> torch.Tensor:
+def _resize(crops: torch.Tensor, size: int) -> np.ndarray:
+    """Resize ``(batch, n, n, 3)`` ``uint8`` crops to ``(batch, size, size, 3)`` ``uint8`` (a numpy view)."""
+    if crops.shape[1:3] != (size, size):
+        # channels-last uint8 is the fast layout of the antialiased resampler; its output is channels-last too
+        resized = F.interpolate(
+            crops.permute(0, 3, 1, 2), size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )
+        crops = resized.permute(0, 2, 3, 1)
+    return crops.numpy()
+
+
+def _symmetry_hwc(image: np.ndarray, k: int) -> np.ndarray:
+    """:func:`symmetry` on one ``(H, W, C)`` numpy image (a view)."""
+    if k % 4:
+        image = np.rot90(image, k % 4, axes=(0, 1))
+    return image[:, ::-1] if k >= 4 else image
+
+
+def _to_chw_float(hwc: np.ndarray, out: np.ndarray, rows: np.ndarray | None, symmetries: np.ndarray | None) -> None:
+    """Write ``(batch, H, W, 3)`` ``uint8`` into rows of ``out`` ``(N, 3, H, W)`` ``float32``, applying symmetries.
+
+    numpy's strided copies are several times faster than torch's for these transposing conversions.
+    """
+    if rows is None and symmetries is None:
+        out[...] = hwc.transpose(0, 3, 1, 2)
+        return
+    for j in range(len(hwc)):
+        image = hwc[j] if symmetries is None else _symmetry_hwc(hwc[j], int(symmetries[j]))
+        out[j if rows is None else rows[j]] = image.transpose(2, 0, 1)
+
+
+def _normalise(out: np.ndarray, geometry: PatchGeometry) -> None:
+    """In place: ``(pixel / 255 - mean) / std`` per channel, on ``(batch, 3, H, W)``."""
+    std = np.asarray(geometry.std, dtype=np.float32)[:, None, None]
+    mean = np.asarray(geometry.mean, dtype=np.float32)[:, None, None]
+    out *= np.float32(1.0) / (np.float32(255.0) * std)
+    out -= mean / std
+
+
+def preprocess_patches(
+    crops: np.ndarray | torch.Tensor,
+    geometry: PatchGeometry | None = None,
+    *,
+    symmetries: Sequence[int] | np.ndarray | None = None,
+) -> torch.Tensor:
     """The transform shared by training, embedding and prediction: resize, scale to [0, 1], normalise.
 
     The resize is :func:`torch.nn.functional.interpolate` (``mode="bilinear"``, ``antialias=True``,
@@ -158,28 +203,33 @@ def preprocess_patches(crops: np.ndarray | torch.Tensor, geometry: PatchGeometry
         ``(n, n, 3)`` or ``(batch, n, n, 3)`` ``uint8`` RGB windows.
     geometry
         Output size and normalisation (default :class:`PatchGeometry()`).
+    symmetries
+        Optional symmetry index (0–7, see :func:`symmetry`) per patch, applied after resizing, so that the
+        result is exactly ``symmetry(preprocess_patches(crop), k)``.
 
     Returns
     -------
     ``float32`` tensor ``(3, size, size)`` or ``(batch, 3, size, size)``: ``(pixel / 255 - mean) / std``.
     """
     geometry = geometry or PatchGeometry()
-    crops = torch.as_tensor(crops)
+    crops = torch.from_numpy(np.ascontiguousarray(crops)) if isinstance(crops, np.ndarray) else torch.as_tensor(crops)
     single = crops.ndim == 3
     if single:
         crops = crops[None]
     if crops.ndim != 4 or crops.shape[-1] != 3 or crops.dtype != torch.uint8:
         msg = f"crops must be uint8 of shape (n, n, 3) or (batch, n, n, 3), got {tuple(crops.shape)} {crops.dtype}."
         raise ValueError(msg)
+    if symmetries is not None:
+        symmetries = np.asarray(symmetries, dtype=np.int64).reshape(-1)
+        if len(symmetries) != len(crops) or symmetries.min(initial=0) < 0 or symmetries.max(initial=0) > 7:
+            msg = f"symmetries must hold one value in 0..7 per patch ({len(crops)}), got {symmetries.tolist()}."
+            raise ValueError(msg)
     size = geometry.patch_size
-    images = crops.permute(0, 3, 1, 2)  # a channels-last view, the fast layout of the uint8 resampler
-    if images.shape[-2:] != (size, size):
-        images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    out = images.to(torch.float32, memory_format=torch.contiguous_format)
-    std = torch.tensor(geometry.std, dtype=torch.float32).view(3, 1, 1)
-    mean = torch.tensor(geometry.mean, dtype=torch.float32).view(3, 1, 1)
-    out.mul_(1.0 / (255.0 * std)).sub_(mean / std)
-    return out[0] if single else out
+    out = np.empty((len(crops), 3, size, size), dtype=np.float32)
+    _to_chw_float(_resize(crops.cpu(), size), out, None, symmetries)
+    _normalise(out, geometry)
+    result = torch.from_numpy(out)
+    return result[0] if single else result
 
 
 def symmetry(patches: torch.Tensor, k: int) -> torch.Tensor:
@@ -243,6 +293,8 @@ def _targets(adata, targets, indices: np.ndarray) -> torch.Tensor | None:
         return None
     if isinstance(targets, str):
         targets = get_matrix(adata, None if targets == "X" else targets)
+    elif hasattr(targets, "to_numpy"):  # pandas: rows are positions, not labels
+        targets = targets.to_numpy()
     if getattr(targets, "shape", (None,))[0] != adata.n_obs:
         msg = (
             f"targets must have one row per spot of adata ({adata.n_obs}), got shape "
@@ -305,7 +357,7 @@ class SpotPatches(Dataset):
 
     def __init__(
         self,
-        adata,
+        adata: AnnData,
         images: Any = None,
         geometry: PatchGeometry | None = None,
         *,
@@ -336,7 +388,12 @@ class SpotPatches(Dataset):
             sources = {lib: images[lib] for lib in self.library_names}
         else:
             sources = resolve_images(
-                adata, images, library_key=library_key, libraries=self.library_names, cache_dir=cache_dir
+                adata,
+                images,
+                library_key=library_key,
+                libraries=self.library_names,
+                spatial_key=spatial_key,
+                cache_dir=cache_dir,
             )
         self.sources: dict[str, ImageSource] = sources
         self._sources = [sources[lib] for lib in self.library_names]
@@ -415,30 +472,23 @@ class SpotPatches(Dataset):
             items = items.cpu().numpy()
         items = self._positions(items)
         size = self.geometry.patch_size
+        out = np.empty((len(items), 3, size, size), dtype=np.float32)
+        symmetries = None
+        if self.train and len(items):
+            symmetries = torch.randint(8, (len(items),), generator=self._rng()).numpy()
         codes = self._codes[items]
         present = np.unique(codes)
-        out = None
         for code in present:
-            where = np.flatnonzero(codes == code) if len(present) > 1 else np.arange(len(items))
+            where = np.flatnonzero(codes == code) if len(present) > 1 else None
+            chosen = items if where is None else items[where]
             source, n = self._sources[code], int(self._n[code])
-            crops = np.empty((len(where), n, n, 3), dtype=np.uint8)
-            for j, item in enumerate(items[where]):
+            crops = np.empty((len(chosen), n, n, 3), dtype=np.uint8)
+            for j, item in enumerate(chosen):
                 source.crop_pixels(int(self._row0[item]), int(self._col0[item]), n, out=crops[j])
-            patches = preprocess_patches(crops, self.geometry)
-            if len(present) == 1:
-                out = patches
-            else:
-                if out is None:
-                    out = torch.empty((len(items), 3, size, size), dtype=torch.float32)
-                out[torch.from_numpy(where)] = patches
-        if out is None:
-            out = torch.empty((0, 3, size, size), dtype=torch.float32)
-        if self.train and len(items):
-            ks = torch.randint(8, (len(items),), generator=self._rng())
-            for k in torch.unique(ks).tolist():
-                if k:
-                    chosen = torch.nonzero(ks == k).flatten()
-                    out[chosen] = symmetry(out[chosen], k)
+            group_symmetries = symmetries if symmetries is None or where is None else symmetries[where]
+            _to_chw_float(_resize(torch.from_numpy(crops), size), out, where, group_symmetries)
+        _normalise(out, self.geometry)
+        out = torch.from_numpy(out)
         if self.targets is None:
             return out
         return out, self.targets[torch.from_numpy(items)]
@@ -457,6 +507,18 @@ class SpotPatches(Dataset):
         if self.targets is None:
             return batch[0]
         return batch[0][0], batch[1][0]
+
+    def __getstate__(self) -> dict:
+        # torch.Generator does not survive torch.multiprocessing pickling (spawn / forkserver workers): keep its state
+        state = self.__dict__.copy()
+        state["_generator"] = self._generator.get_state().numpy().tobytes()
+        state["_worker_seed"] = state["_worker_generator"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        generator = torch.Generator()
+        generator.set_state(torch.frombuffer(bytearray(state["_generator"]), dtype=torch.uint8))
+        self.__dict__.update(state, _generator=generator)
 
     def __repr__(self) -> str:
         targets = "" if self.targets is None else f", targets {tuple(self.targets.shape[1:])}"
