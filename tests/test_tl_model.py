@@ -169,3 +169,20 @@ def test_her2st_whole_path_runs():
     table = sepal.tl.evaluate(adata, pred="sepal", split="test")
     assert table.loc["sepal", "n_spots"] == (adata.obs["library_id"] == "C4").sum()
     assert np.isfinite(adata.layers["sepal"]).all() and model.n_genes == 16
+
+
+def test_test_time_augmentation_averages_the_eight_symmetries(fitted):
+    import torch
+
+    from sepal_tl.tl._local import encode
+    from sepal_tl.tl._patches import SpotPatches, eight_symmetries
+
+    adata, model = fitted
+    sub = adata[:5].copy()
+    pred, emb = encode(sub, model, device="cpu", tta=True)
+    patches = torch.stack([SpotPatches(sub, None, model.geometry)[i] for i in range(5)])
+    with torch.inference_mode():
+        manual = torch.stack([model.encoder(view)[0] for view in eight_symmetries(patches)]).mean(0)
+    np.testing.assert_allclose(pred, manual.numpy(), rtol=1e-4, atol=1e-5)
+    plain, _ = encode(sub, model, device="cpu")
+    assert not np.allclose(pred, plain)

@@ -17,7 +17,7 @@ from sepal_tl.tl._encoder import LocalEncoder
 from sepal_tl.tl._images import resolve_images
 from sepal_tl.tl._inputs import dense_layer, split_indices
 from sepal_tl.tl._model import SepalModel
-from sepal_tl.tl._patches import PatchGeometry, SpotPatches
+from sepal_tl.tl._patches import PatchGeometry, SpotPatches, eight_symmetries
 from sepal_tl.tl._training import device_of, run_training
 
 
@@ -64,10 +64,12 @@ def encode(
     device: str | None = "auto",
     num_workers: int = 0,
     library_key: str | None = DEFAULT_LIBRARY_KEY,
+    tta: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings and local predictions (model scale: Δ for ``target="delta"``) of every spot.
 
-    Patches are cut and normalised exactly as in training (same :class:`PatchGeometry`, no augmentation).
+    Patches are cut and normalised exactly as in training (same :class:`PatchGeometry`, no augmentation). With
+    ``tta=True`` the outputs are averaged over the 8 symmetries of each patch (ST-Net's test-time augmentation).
     """
     sources = resolve_images(adata, image, library_key=library_key or DEFAULT_LIBRARY_KEY)
     dataset = SpotPatches(adata, sources, model.geometry, library_key=library_key or DEFAULT_LIBRARY_KEY)
@@ -77,9 +79,10 @@ def encode(
     preds, embeddings = [], []
     with torch.inference_mode():
         for patches in loader:
-            pred, emb = encoder(patches.to(target_device))
-            preds.append(pred.float().cpu())
-            embeddings.append(emb.float().cpu())
+            views = eight_symmetries(patches) if tta else patches[None]
+            outputs = [encoder(view.to(target_device)) for view in views]
+            preds.append(torch.stack([p for p, _ in outputs]).float().mean(0).cpu())
+            embeddings.append(torch.stack([e for _, e in outputs]).float().mean(0).cpu())
     encoder.to("cpu")
     return torch.cat(preds).numpy(), torch.cat(embeddings).numpy()
 

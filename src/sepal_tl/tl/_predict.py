@@ -32,6 +32,7 @@ def predict(
     device: str = "auto",
     num_workers: int = 0,
     library_key: str | None = DEFAULT_LIBRARY_KEY,
+    tta: bool = False,
 ) -> AnnData | None:
     """Predict expression for every spot of ``adata`` from its H&E image.
 
@@ -53,6 +54,9 @@ def predict(
         Only as a check: they must equal the model's patch geometry (``None``: use the model's).
     batch_size, device, num_workers
         Inference settings.
+    tta
+        Average the local encoder's outputs over the 8 symmetries of each patch (ST-Net's test-time
+        augmentation; 8x slower).
     library_key
         ``obs`` column naming each spot's slide.
 
@@ -86,6 +90,7 @@ def predict(
         device=device,
         num_workers=num_workers,
         library_key=library_key,
+        tta=tta,
     )
     final = local
     if model.spatial is not None:
@@ -113,6 +118,11 @@ def predict(
     target.layers[f"{key_added}_local"] = full(local)
     target.layers[key_added] = full(final)
     target.uns.setdefault("sepal", {}).setdefault("tl", {})["embedding_model"] = model.uid
-    record(target, "tl", "predict", {"model": model.uid, "key_added": key_added, "spatial": model.spatial is not None})
+    record(
+        target,
+        "tl",
+        "predict",
+        {"model": model.uid, "key_added": key_added, "spatial": model.spatial is not None, "tta": tta},
+    )
     logger.info("added %r and '%s_local' to adata.layers", key_added, key_added)
     return target if h_and_e_only else None
