@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import tempfile
 import time
 import warnings
@@ -63,6 +65,20 @@ def _history_callback():
     return History()
 
 
+@contextlib.contextmanager
+def _quiet(*names: str):
+    """Raise the given loggers to WARNING for the duration of the block."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(max(log.level, logging.WARNING))
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
+
+
 def run_training(
     task,
     train_loader,
@@ -108,10 +124,12 @@ def run_training(
             "num_sanity_val_steps": 0,
             **kwargs,
         }
-        trainer = L.Trainer(callbacks=callbacks, **options)
-        with warnings.catch_warnings():
-            # without validation spots Lightning notes that validation_step goes unused: that is expected here
+        with warnings.catch_warnings(), _quiet("lightning.pytorch", "lightning.fabric"):
+            # Lightning's start-up banner (GPU/TPU availability, tips) stays out of our users' logs; without
+            # validation spots it also notes that validation_step goes unused, which is expected here.
             warnings.filterwarnings("ignore", message=".*no `val_dataloader`", category=UserWarning)
+            warnings.filterwarnings("ignore", message=".*treespec", category=Warning)
+            trainer = L.Trainer(callbacks=callbacks, **options)
             trainer.fit(task, train_dataloaders=train_loader, val_dataloaders=val_loader)
         best = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
         if checkpoint.best_model_path:
