@@ -1,0 +1,218 @@
+"""Ground truth and prediction of genes on the slide's H&E (the paper's Figure 4)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from anndata import AnnData
+from matplotlib.axes import Axes
+from matplotlib.colors import Colormap
+from matplotlib.figure import Figure
+
+from sepal_tl._validation import DEFAULT_LIBRARY_KEY
+from sepal_tl.pl._utils import (
+    check_limits,
+    column,
+    draw_gene_blocks,
+    finish,
+    gene_indices,
+    layer_hint,
+    layer_matrix,
+    pearson,
+    slide,
+)
+
+
+def _pcc_column(adata: AnnData, pcc_key: str | Literal[False] | None, pred: str) -> str | None:
+    """The ``var`` column holding the per-gene PCC, ``None`` to compute it on the fly."""
+    if pcc_key is False:
+        return None
+    if pcc_key is None:
+        prefix = f"{pred}_pcc_"
+        found = [c for c in adata.var.columns if str(c).startswith(prefix)]
+        return str(found[0]) if found else None
+    if pcc_key not in adata.var.columns:
+        candidates = [str(c) for c in adata.var.columns if "_pcc_" in str(c)]
+        msg = (
+            f"pcc_key={pcc_key!r} is not a column of adata.var (PCC columns: {candidates}). "
+            "Run sepal.tl.evaluate(adata, pred=..., split=...) to add one, or pass pcc_key=None."
+        )
+        raise KeyError(msg)
+    return str(pcc_key)
+
+
+def _pcc_label(key: str, pred: str) -> str:
+    prefix = f"{pred}_pcc_"
+    return key[len(prefix) :] if key.startswith(prefix) else key
+
+
+def gene_map(
+    adata: AnnData,
+    genes: str | Sequence[str],
+    *,
+    layers: str | Sequence[str] = ("denoised", "sepal"),
+    library_id: str | None = None,
+    library_key: str | None = DEFAULT_LIBRARY_KEY,
+    spatial_key: str = "spatial",
+    img: bool = True,
+    img_key: str = "hires",
+    img_alpha: float = 1.0,
+    mark_imputed: bool = True,
+    mask: str = "observed",
+    cmap: str | Colormap = "viridis",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    ncols: int | None = None,
+    spot_scale: float = 1.0,
+    pcc_key: str | Literal[False] | None = None,
+    panel_width: float = 3.5,
+    figsize: tuple[float, float] | None = None,
+    show: bool | None = None,
+    save: str | Path | None = None,
+    return_fig: bool = False,
+) -> Figure | list[Axes] | None:
+    """Plot genes on the slide's H&E: ground truth and prediction side by side (the paper's Figure 4).
+
+    Each gene gets one block of panels, one per layer, sharing one colour scale (the range of the gene's values
+    over all its panels on this slide) and one colourbar. Spots are circles of the true spot diameter
+    (``scalefactors["spot_diameter_fullres"]``) drawn in full-resolution pixel coordinates over the
+    ``uns["spatial"]`` image, so they sit exactly on the tissue they were measured on.
+
+    Spots whose ground truth was imputed by the median filter (``layers[mask]`` is False: the raw count was 0)
+    get a small white dot with a dark outline in their centre, in every panel of the gene's block, with the count
+    in a legend on the first panel. The metrics ignore these entries.
+
+    The last panel's title shows the gene's PCC: from ``var[pcc_key]`` (by default the first ``var`` column named
+    ``f"{layers[-1]}_pcc_*"``, as :func:`sepal_tl.tl.evaluate` writes it: pooled over that split's spots), else
+    computed on the fly between ``layers[0]`` and ``layers[-1]`` on the observed spots of the slide shown.
+
+    Parameters
+    ----------
+    adata
+        Spots × genes with the layers, ``obsm[spatial_key]`` and ``uns["spatial"]``.
+    genes
+        One gene or a list of genes (``var_names``); one block of panels each.
+    layers
+        Layers to show, one panel each: the ground truth first, the prediction last.
+    library_id
+        Slide to draw (a value of ``obs[library_key]``). ``None`` is allowed when there is only one slide.
+    library_key
+        Column of ``adata.obs`` naming each spot's slide.
+    spatial_key
+        ``obsm`` key of the full-resolution spot coordinates (x = column, y = row).
+    img
+        Draw the H&E image under the spots.
+    img_key
+        Image of ``uns["spatial"][library_id]["images"]`` to draw (``"hires"`` or ``"lowres"``); it is placed with
+        ``scalefactors[f"tissue_{img_key}_scalef"]``.
+    img_alpha
+        Opacity of the image.
+    mark_imputed
+        Mark the spots whose value in ``layers[mask]`` is False (imputed by the median filter).
+    mask
+        Boolean layer, True where the raw count was observed (non-zero).
+    cmap
+        Colour map of the expression.
+    vmin, vmax
+        Fix the colour scale of every gene (default: each gene's own range over its panels).
+    ncols
+        Gene blocks per figure row (default 1: one gene per row).
+    spot_scale
+        Factor on the drawn spot diameter.
+    pcc_key
+        ``var`` column with the per-gene PCC to show; ``None`` finds one or computes it, ``False`` shows none.
+    panel_width
+        Width of one panel in inches (the height follows the slide's aspect).
+    figsize
+        Figure size in inches; overrides ``panel_width``.
+    show
+        Show the figure. ``None``: only in interactive mode and when no ``save`` / ``return_fig`` was asked for.
+    save
+        Write the figure to this path (format from the extension, PNG when it has none).
+    return_fig
+        Return the Figure instead of the Axes.
+
+    Returns
+    -------
+    The Figure if ``return_fig``, ``None`` if the figure was shown, else the list of panel Axes (gene-major: the
+    panels of the first gene, then of the second, ...).
+
+    Examples
+    --------
+    >>> sepal.tl.evaluate(adata, pred="sepal", split="test")  # doctest: +SKIP
+    >>> best = adata.var["sepal_pcc_test"].nlargest(2).index  # doctest: +SKIP
+    >>> sepal.pl.gene_map(adata, list(best), library_id="slide2", ncols=2)  # doctest: +SKIP
+    """
+    names, idx = gene_indices(adata, genes)
+    layer_names = [layers] if isinstance(layers, str) else list(layers)
+    if not layer_names:
+        msg = "layers is empty; pass at least one layer (e.g. layers=('denoised', 'sepal'))."
+        raise ValueError(msg)
+    matrices = [layer_matrix(adata, layer, hint=layer_hint(layer)) for layer in layer_names]
+    if ncols is not None and (not isinstance(ncols, int | np.integer) or ncols < 1):
+        msg = f"ncols must be a positive integer, got {ncols!r}."
+        raise ValueError(msg)
+    if not spot_scale > 0:
+        msg = f"spot_scale must be positive, got {spot_scale!r}."
+        raise ValueError(msg)
+    check_limits(vmin, vmax)
+    view = slide(adata, library_id, library_key=library_key, spatial_key=spatial_key, img=img, img_key=img_key)
+    mask_m = None
+    if mask in adata.layers:
+        mask_m = adata.layers[mask]
+        if mask_m.dtype != bool:
+            msg = f"mask layer {mask!r} must be boolean (True = observed), got dtype {mask_m.dtype}."
+            raise ValueError(msg)
+    elif mark_imputed:
+        warnings.warn(
+            f"layers[{mask!r}] is missing, so imputed spots are not marked ({layer_hint(mask)}). "
+            "Pass mark_imputed=False to silence this.",
+            UserWarning,
+            stacklevel=2,
+        )
+    pcc_col = _pcc_column(adata, pcc_key, layer_names[-1])
+    on_the_fly = pcc_key is not False and pcc_col is None and len(layer_names) >= 2
+
+    values, titles, marks = [], [], []
+    for gene, j in zip(names, idx, strict=True):
+        gene_values = [column(m, view.rows, j) for m in matrices]
+        observed = column(mask_m, view.rows, j, dtype=bool) if mask_m is not None else None
+        gene_titles = [f"{gene} · {layer}" for layer in layer_names]
+        if pcc_col is not None:
+            value = float(adata.var[pcc_col].iloc[j])
+            gene_titles[-1] += f"\nPCC ({_pcc_label(pcc_col, layer_names[-1])}) = {_fmt(value)}"
+        elif on_the_fly:
+            keep = observed if observed is not None else np.ones(view.rows.size, dtype=bool)
+            value = pearson(gene_values[0][keep], gene_values[-1][keep])
+            where = "observed spots" if observed is not None else "all spots"
+            gene_titles[-1] += f"\nPCC ({view.library_id}, {where}) = {_fmt(value)}"
+        imputed = ~observed if (observed is not None and mark_imputed) else None
+        values.append(gene_values)
+        titles.append(gene_titles)
+        marks.append([imputed] * len(layer_names))
+
+    fig, axes = draw_gene_blocks(
+        view,
+        values,
+        titles,
+        marks,
+        ncols=ncols or 1,
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        spot_scale=spot_scale,
+        img_alpha=img_alpha,
+        panel_width=panel_width,
+        figsize=figsize,
+        colorbar_label="expression",
+        suptitle=f"library {view.library_id}",
+    )
+    return finish(fig, axes, show=show, save=save, return_fig=return_fig)
+
+
+def _fmt(value: float) -> str:
+    return "n/a" if not np.isfinite(value) else f"{value:.3f}"
