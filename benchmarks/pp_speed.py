@@ -84,7 +84,9 @@ def main() -> None:
     sepal.pp.tpm(filtered)
     sepal.pp.log2p(filtered)
     sepal.pp.denoise(filtered)
-    sepal.pp.select_genes(filtered, n_top=256)  # warm-up: squidpy's numba kernels compile once per install
+    sepal.pp.select_genes(
+        filtered, n_top=min(256, args.genes)
+    )  # warm-up: squidpy's numba kernels compile once per install
     selected = filtered[:, filtered.var["highly_spatial"]].copy()
     batch_key = "patient" if selected.obs["patient"].nunique() > 1 else "library_id"
     inputs = {name: [fresh() for _ in range(args.repeats)] for name in ("filter", "run (whole pipeline)")}
@@ -94,10 +96,10 @@ def main() -> None:
         "tpm": lambda: sepal.pp.tpm(filtered),
         "log2p": lambda: sepal.pp.log2p(filtered),
         "denoise": lambda: sepal.pp.denoise(filtered),
-        "select_genes (Moran's I)": lambda: sepal.pp.select_genes(filtered, n_top=256),
+        "select_genes (Moran's I)": lambda: sepal.pp.select_genes(filtered, n_top=min(256, args.genes)),
         f"combat (256 genes, by {batch_key})": lambda: sepal.pp.combat(selected, key=batch_key),
         "run (whole pipeline)": lambda: sepal.pp.run(
-            inputs["run (whole pipeline)"].pop(), preset="visium", n_top=256, **thresholds
+            inputs["run (whole pipeline)"].pop(), preset="visium", n_top=min(256, args.genes), **thresholds
         ),
     }
     print(f"| step | wall time (s, best of {args.repeats}) | peak traced memory (MiB) |")
