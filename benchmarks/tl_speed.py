@@ -32,8 +32,8 @@ from sepal_tl.tl._encoder import LocalEncoder
 from sepal_tl.tl._gnn import SpatialHead
 from sepal_tl.tl._neighbourhoods import hop_neighbourhoods
 from sepal_tl.tl._patches import PatchGeometry, SpotPatches
-from sepal_tl.tl._spatial import SpatialInputs, _spatial_task
-from sepal_tl.tl._training import run_training
+from sepal_tl.tl._spatial import SpatialInputs, spatial_loss
+from sepal_tl.tl._training import regression_task, run_training
 
 
 def bare_throughput(backbone: str, patch_size: int, batch_size: int, n_genes: int, steps: int) -> float:
@@ -94,7 +94,7 @@ def spatial_epoch(args) -> float:
     )
     head = SpatialHead(args.embedding_dim, genes, operator="GraphConv", hidden=(256,), pooling="sag")
     targets = torch.as_tensor(rng.normal(size=(n, genes)).astype(np.float32))
-    task = _spatial_task(head, inputs, targets, lr=1e-4, weight_decay=0.0)
+    task = regression_task(head, spatial_loss(inputs, targets), lr=1e-4, weight_decay=0.0)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.arange(n)), batch_size=256, shuffle=True)
     history, _ = run_training(task, loader, None, epochs=3, device=args.device, patience=None, trainer_kwargs=None)
     return float(np.median([epoch["train_seconds"] for epoch in history[1:]]))

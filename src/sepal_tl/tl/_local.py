@@ -18,41 +18,22 @@ from sepal_tl.tl._images import resolve_images
 from sepal_tl.tl._inputs import dense_layer, split_indices
 from sepal_tl.tl._model import SepalModel
 from sepal_tl.tl._patches import PatchGeometry, SpotPatches, eight_symmetries
-from sepal_tl.tl._training import device_of, run_training
+from sepal_tl.tl._training import device_of, regression_task, run_training
 
 
-def _encoder_task(encoder: LocalEncoder, *, lr: float, weight_decay: float, loss: str):
-    L = import_lightning()
+def _encoder_loss(loss: str):
+    """MSE of the (Δ) targets of each patch; ``"masked_mse"`` counts observed entries only."""
 
-    class EncoderTask(L.LightningModule):
-        """Regress the (Δ) targets of each patch with MSE; optionally only on observed entries."""
+    def compute(encoder: LocalEncoder, batch) -> torch.Tensor:
+        patches, packed = batch
+        targets, observed = packed.chunk(2, dim=1)
+        pred, _ = encoder(patches)
+        err = (pred.float() - targets) ** 2
+        if loss == "masked_mse":
+            return (err * observed).sum() / observed.sum().clamp_min(1)
+        return err.mean()
 
-        def __init__(self) -> None:
-            super().__init__()
-            self.encoder = encoder
-
-        def _loss(self, batch) -> torch.Tensor:
-            patches, packed = batch
-            targets, observed = packed.chunk(2, dim=1)
-            pred, _ = self.encoder(patches)
-            err = (pred.float() - targets) ** 2
-            if loss == "masked_mse":
-                return (err * observed).sum() / observed.sum().clamp_min(1)
-            return err.mean()
-
-        def training_step(self, batch, batch_idx):
-            value = self._loss(batch)
-            self.log("train_mse", value, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch[0]))
-            return value
-
-        def validation_step(self, batch, batch_idx):
-            value = self._loss(batch)
-            self.log("val_mse", value, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch[0]))
-
-        def configure_optimizers(self):
-            return torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)
-
-    return EncoderTask()
+    return compute
 
 
 def encode(
@@ -217,7 +198,7 @@ def fit_encoder(
     val_loader = loader("val", False)
     if val_loader is None:
         logger.warning("fit_encoder: no 'val' spots; keeping the epoch with the lowest training MSE.")
-    task = _encoder_task(encoder, lr=lr, weight_decay=weight_decay, loss=loss)
+    task = regression_task(encoder, _encoder_loss(loss), lr=lr, weight_decay=weight_decay)
     history, best = run_training(
         task,
         loader("train", True),
@@ -249,7 +230,7 @@ def fit_encoder(
         gene_means=means,
         geometry=geometry,
         config=config,
-        encoder=task.encoder,
+        encoder=task.net,
         history={"encoder": history},
     )
     pred, emb = encode(adata, model, image=sources, device=device, num_workers=num_workers, library_key=lib_key)

@@ -20,7 +20,7 @@ from sepal_tl.tl._inputs import check_model_genes, dense_layer, split_indices
 from sepal_tl.tl._local import encode, write_local_outputs
 from sepal_tl.tl._model import SepalModel
 from sepal_tl.tl._neighbourhoods import ALLOWED_HOPS, Neighbourhoods, collate_subgraphs, hop_neighbourhoods
-from sepal_tl.tl._training import device_of, run_training
+from sepal_tl.tl._training import device_of, regression_task, run_training
 
 
 class SpatialInputs:
@@ -95,34 +95,15 @@ def spatial_inputs(
     return SpatialInputs(embeddings, local, hop_neighbourhoods(adjacency, n_hops), check_array_coords(adata))
 
 
-def _spatial_task(head: SpatialHead, inputs: SpatialInputs, targets: torch.Tensor, *, lr: float, weight_decay: float):
-    L = import_lightning()
+def spatial_loss(inputs: SpatialInputs, targets: torch.Tensor):
+    """MSE of (local prediction + correction) against the centre's target, as in the paper."""
 
-    class SpatialTask(L.LightningModule):
-        """MSE of (local prediction + correction) against the centre's target, as in the paper."""
+    def compute(head: SpatialHead, batch) -> torch.Tensor:
+        (centres,) = batch
+        pred = inputs.forward(head, centres)
+        return torch.nn.functional.mse_loss(pred, targets[centres].to(pred.device))
 
-        def __init__(self) -> None:
-            super().__init__()
-            self.head = head
-
-        def _loss(self, batch) -> torch.Tensor:
-            (centres,) = batch
-            pred = inputs.forward(self.head, centres)
-            return torch.nn.functional.mse_loss(pred, targets[centres].to(pred.device))
-
-        def training_step(self, batch, batch_idx):
-            value = self._loss(batch)
-            self.log("train_mse", value, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch[0]))
-            return value
-
-        def validation_step(self, batch, batch_idx):
-            value = self._loss(batch)
-            self.log("val_mse", value, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch[0]))
-
-        def configure_optimizers(self):
-            return torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)
-
-    return SpatialTask()
+    return compute
 
 
 def fit_spatial(
@@ -235,7 +216,7 @@ def fit_spatial(
     val_loader = loader("val", False)
     if val_loader is None:
         logger.warning("fit_spatial: no 'val' spots; keeping the epoch with the lowest training MSE.")
-    task = _spatial_task(head, inputs, targets, lr=lr, weight_decay=weight_decay)
+    task = regression_task(head, spatial_loss(inputs, targets), lr=lr, weight_decay=weight_decay)
     history, best = run_training(
         task,
         loader("train", True),
@@ -245,7 +226,7 @@ def fit_spatial(
         patience=patience,
         trainer_kwargs=trainer_kwargs,
     )
-    model.spatial = task.head
+    model.spatial = task.net
     training = {
         "n_hops": n_hops,
         "geometry": geometry,

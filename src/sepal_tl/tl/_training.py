@@ -7,6 +7,7 @@ import logging
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,35 @@ def device_of(device: str | None) -> torch.device:
     if accelerator == "gpu":
         return torch.device(f"cuda:{devices[0]}" if isinstance(devices, list) else "cuda")
     return torch.device("cpu")
+
+
+def regression_task(
+    net: torch.nn.Module, loss: Callable[[torch.nn.Module, Any], torch.Tensor], *, lr: float, weight_decay: float
+):
+    """A LightningModule that trains ``net`` (``task.net``) with Adam on ``loss(net, batch)``.
+
+    ``train_mse`` and ``val_mse`` are logged per epoch (progress bar, checkpoint and history read them).
+    """
+    L = import_lightning()
+
+    class RegressionTask(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def training_step(self, batch, batch_idx):
+            value = loss(self.net, batch)
+            self.log("train_mse", value, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch[0]))
+            return value
+
+        def validation_step(self, batch, batch_idx):
+            value = loss(self.net, batch)
+            self.log("val_mse", value, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch[0]))
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=lr, weight_decay=weight_decay)
+
+    return RegressionTask()
 
 
 def _history_callback():
