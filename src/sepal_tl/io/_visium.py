@@ -10,7 +10,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pandas as pd
-import scanpy as sc
 from anndata import AnnData
 
 from sepal_tl._logging import logger
@@ -73,6 +72,8 @@ def _h5_metadata(path: Path) -> dict[str, str]:
 
 
 def _read_count_matrix(path: Path) -> AnnData:
+    import scanpy as sc  # imported here: it is slow to import and only this reader needs it
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*not unique.*", category=UserWarning)
         adata = sc.read_10x_h5(path)
