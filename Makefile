@@ -17,17 +17,18 @@ $(VENV)/.core: pyproject.toml constraints.txt | $(BIN)/python
 	touch $@
 
 $(VENV)/.test: $(VENV)/.core
-	$(PIP) -e ".[test,dev]"
+	$(PIP) -e ".[test,doc,dev]"
 	touch $@
 
 ## make demo: the main job, end to end on the embedded synthetic dataset (report in demo_out/)
 demo: $(VENV)/.core
 	$(BIN)/sepal demo --out demo_out
 
-## make test: install the test tools, lint, and run the test suite
+## make test: install the test and doc tools, lint, run the test suite, and build the docs (warnings are errors)
 test: $(VENV)/.test
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/python -m pytest
+	$(BIN)/sphinx-build -W -b html docs docs/_build/html
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -14,9 +14,12 @@ is only useful together with intersphinx.
 from __future__ import annotations
 
 import os
+import shutil
+import textwrap
 import warnings
 from datetime import datetime
 from importlib.metadata import metadata
+from pathlib import Path
 
 from sphinx.deprecation import RemovedInSphinx10Warning
 
@@ -51,6 +54,29 @@ def _flag(name: str, default: bool) -> bool:
 
 _ON_RTD = os.environ.get("READTHEDOCS", "").lower() == "true"
 _USE_INTERSPHINX = _flag("SEPAL_DOCS_INTERSPHINX", _ON_RTD)
+
+# -- Tutorials ------------------------------------------------------------------------------------
+
+# The notebooks live in the repository's top-level `tutorials/` folder, stored with their outputs. Sphinx only
+# reads files under docs/, so they are mirrored into docs/tutorials/ (git-ignored) at the start of every build;
+# a notebook is copied only when it changed, so that incremental builds stay incremental.
+_TUTORIALS = Path(__file__).resolve().parent.parent / "tutorials"
+_TUTORIALS_MIRROR = Path(__file__).resolve().parent / "tutorials"
+
+
+def _mirror_tutorials() -> None:
+    _TUTORIALS_MIRROR.mkdir(exist_ok=True)
+    notebooks = {path.name: path for path in _TUTORIALS.glob("*.ipynb")}
+    for stale in _TUTORIALS_MIRROR.glob("*.ipynb"):
+        if stale.name not in notebooks:
+            stale.unlink()
+    for name, source in notebooks.items():
+        target = _TUTORIALS_MIRROR / name
+        if not target.is_file() or target.read_bytes() != source.read_bytes():
+            shutil.copy2(source, target)
+
+
+_mirror_tutorials()
 
 # -- General configuration ------------------------------------------------------------------------
 
@@ -87,6 +113,11 @@ napoleon_numpy_docstring = True
 napoleon_include_init_with_doc = False
 napoleon_use_rtype = True
 napoleon_use_param = True
+# Our "Returns" sections are prose (often with bullet lists), as the types come from the signatures. napoleon's
+# numpy parser would read every unindented line of them as a "name : type" entry, which garbles the lists (and
+# makes docutils warn), so they are rendered as a plain section instead; `_returns_as_prose` below turns the
+# few numpy-style ones ("type" line, indented description) into prose first.
+napoleon_custom_sections = ["Returns"]
 
 # sphinx_autodoc_typehints: types come from the signatures, never from the docstrings
 typehints_defaults = "braces"
@@ -142,3 +173,40 @@ html_theme_options = {
     "navigation_with_keys": False,
 }
 html_show_sphinx = False
+
+
+# -- Hooks ----------------------------------------------------------------------------------------
+
+
+def _returns_as_prose(app, what, name, obj, options, lines: list[str]) -> None:
+    """Prepare a "Returns" section to be rendered as written, as prose (see ``napoleon_custom_sections``).
+
+    Two edits, before napoleon reads the docstring: remove the lone ``:`` line that sphinx_autodoc_typehints puts
+    under the header (its way of stopping napoleon from reading the first line as a type; not needed for a plain
+    section), and turn a numpy-style entry (a type line and an indented description) into its description alone
+    (the type is in the signature).
+    """
+    for i in range(len(lines) - 2):
+        if lines[i].strip() != "Returns" or not lines[i + 1].strip() or set(lines[i + 1].strip()) != {"-"}:
+            continue
+        first = i + 2
+        if lines[first].strip() == ":":
+            del lines[first]
+        if first + 1 >= len(lines) or not lines[first].strip() or not lines[first + 1].strip():
+            return
+        if not lines[first + 1][:1].isspace():
+            return  # prose
+        end = first + 1
+        while end < len(lines) and (not lines[end].strip() or lines[end][:1].isspace()):
+            end += 1
+        lines[first:end] = textwrap.dedent("\n".join(lines[first + 1 : end])).split("\n")
+        return
+
+
+def setup(app) -> None:
+    """Register the hooks.
+
+    ``_returns_as_prose`` runs at priority 499: after sphinx_autodoc_typehints' own 499 handler (registered
+    earlier, when the extension was loaded) and before napoleon (500).
+    """
+    app.connect("autodoc-process-docstring", _returns_as_prose, priority=499)
