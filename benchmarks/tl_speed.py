@@ -91,6 +91,7 @@ def spatial_epoch(args) -> float:
         rng.normal(size=(n, genes)).astype(np.float32),
         hop_neighbourhoods(adjacency, 1),
         coords,
+        "hex",
     )
     head = SpatialHead(args.embedding_dim, genes, operator="GraphConv", hidden=(256,), pooling="sag")
     targets = torch.as_tensor(rng.normal(size=(n, genes)).astype(np.float32))

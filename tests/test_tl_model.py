@@ -186,3 +186,19 @@ def test_test_time_augmentation_averages_the_eight_symmetries(fitted):
     np.testing.assert_allclose(pred, manual.numpy(), rtol=1e-4, atol=1e-5)
     plain, _ = encode(sub, model, device="cpu")
     assert not np.allclose(pred, plain)
+
+
+def test_spatial_model_refuses_another_lattice(fitted):
+    adata, model = fitted
+    assert model.config["spatial"]["training"]["lattice"] == "hex"
+    square = adata.copy()
+    # the same spots laid on a square grid (legacy ST indexing: both parities of row + col)
+    square.obs["array_col"] = np.arange(square.n_obs) % 20
+    square.obs["array_row"] = np.arange(square.n_obs) // 20
+    assert_unchanged_after_error(square, ValueError, "trained on a hex lattice", sepal.tl.predict, model=model)
+
+
+def test_pretrained_normalisation_comes_from_the_backbone(processed):
+    model = sepal.tl.fit_encoder(processed.copy(), **TINY, epochs=1)
+    cfg = model.encoder.backbone.pretrained_cfg
+    assert model.geometry.mean == tuple(cfg["mean"]) and model.geometry.std == tuple(cfg["std"])

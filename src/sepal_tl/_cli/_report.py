@@ -38,7 +38,9 @@ def gene_maps(
     for gene in spread.sort_values(ascending=False).index[:n_genes]:
         path = folder / f"gene_map_{gene}.png"
         layers = (layer,) if truth is None else (truth, layer)
-        sepal.pl.gene_map(adata, gene, layers=layers, library_id=library, save=path, show=False)
+        sepal.pl.gene_map(
+            adata, gene, layers=layers, library_id=library, mark_imputed=truth is not None, save=path, show=False
+        )
         paths.append(path)
     plt.close("all")
     return paths

@@ -17,7 +17,7 @@ from sepal_tl.tl._encoder import LocalEncoder
 from sepal_tl.tl._images import resolve_images
 from sepal_tl.tl._inputs import dense_layer, split_indices
 from sepal_tl.tl._model import SepalModel
-from sepal_tl.tl._patches import PatchGeometry, SpotPatches, eight_symmetries
+from sepal_tl.tl._patches import IMAGENET_MEAN, IMAGENET_STD, PatchGeometry, SpotPatches, eight_symmetries
 from sepal_tl.tl._training import device_of, regression_task, run_training
 
 
@@ -165,14 +165,21 @@ def fit_encoder(
         observed = np.asarray(get_matrix(adata, mask), dtype=np.float32)
     else:
         observed = np.ones_like(values)
-    geometry = PatchGeometry(patch_scale=patch_scale, patch_size=patch_size)
     lib_key = library_key or DEFAULT_LIBRARY_KEY
     sources = resolve_images(adata, image, library_key=lib_key)
     for lib in sources:
-        geometry.window_side(adata, lib)  # every library needs a spot diameter
+        PatchGeometry(patch_scale=patch_scale, patch_size=patch_size).window_side(adata, lib)  # needs a diameter
     seed = settings.seed if random_state is None else random_state
     L.seed_everything(seed, workers=True, verbose=False)
     encoder = LocalEncoder(backbone, adata.n_vars, pretrained=pretrained, image_size=patch_size)
+    # normalise patches as the backbone's pretrained weights expect (ImageNet statistics for most of timm)
+    pretrained_cfg = getattr(encoder.backbone, "pretrained_cfg", None) or {}
+    geometry = PatchGeometry(
+        patch_scale=patch_scale,
+        patch_size=patch_size,
+        mean=tuple(pretrained_cfg.get("mean", IMAGENET_MEAN)),
+        std=tuple(pretrained_cfg.get("std", IMAGENET_STD)),
+    )
 
     means = values[splits["train"]].mean(axis=0)
     offset = means if target == "delta" else np.zeros_like(means)

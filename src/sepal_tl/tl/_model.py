@@ -75,7 +75,7 @@ class SepalModel:
 
     @property
     def offset(self) -> np.ndarray:
-        """What the networks' outputs are relative to: the train means for ``target="delta"``, else zeros."""
+        """The train means for ``target="delta"`` (outputs are Δ relative to them), else zeros."""
         return self.gene_means if self.config["target"] == "delta" else np.zeros_like(self.gene_means)
 
     @property

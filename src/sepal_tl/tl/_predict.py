@@ -80,7 +80,15 @@ def predict(
         check_model_genes(adata, model.genes)
     if model.spatial is not None:
         coords = check_array_coords(adata)
-        libraries = resolve_libraries(adata, library_key)
+        training = model.config["spatial"]["training"]
+        adjacency, lattice = lattice_graph(adata, resolve_libraries(adata, library_key), geometry=training["geometry"])
+        if training.get("lattice", lattice) != lattice:
+            msg = (
+                f"The model's spatial stage was trained on a {training['lattice']} lattice but these spots lie on a "
+                f"{lattice} lattice, so neighbourhoods and offsets mean different things. Use a model trained on "
+                "this kind of data, or refit it with spatial=False to predict with the local encoder alone."
+            )
+            raise ValueError(msg)
 
     local, embeddings = encode(
         adata,
@@ -94,9 +102,7 @@ def predict(
     )
     final = local
     if model.spatial is not None:
-        training = model.config["spatial"]["training"]
-        adjacency, _ = lattice_graph(adata, libraries, geometry=training["geometry"])
-        inputs = SpatialInputs(embeddings, local, hop_neighbourhoods(adjacency, training["n_hops"]), coords)
+        inputs = SpatialInputs(embeddings, local, hop_neighbourhoods(adjacency, training["n_hops"]), coords, lattice)
         final = inputs.predict(model.spatial, batch_size=batch_size, device=device)
     local, final = local + model.offset, final + model.offset
 

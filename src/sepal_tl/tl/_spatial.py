@@ -30,7 +30,15 @@ class SpatialInputs:
     gathered per batch from the one ``(n_spots, d)`` embedding matrix, so memory stays O(spots).
     """
 
-    def __init__(self, embeddings: np.ndarray, local: np.ndarray, neighbourhoods: Neighbourhoods, coords: np.ndarray):
+    def __init__(
+        self,
+        embeddings: np.ndarray,
+        local: np.ndarray,
+        neighbourhoods: Neighbourhoods,
+        coords: np.ndarray,
+        lattice: str,
+    ):
+        self.lattice = lattice
         self.embeddings = torch.as_tensor(embeddings, dtype=torch.float32)
         self.local = torch.as_tensor(local, dtype=torch.float32)
         self.neighbourhoods = neighbourhoods
@@ -91,8 +99,8 @@ def spatial_inputs(
         )
         write_local_outputs(adata, model, local, embeddings, key_added)
     libraries = resolve_libraries(adata, library_key)
-    adjacency, _ = lattice_graph(adata, libraries, geometry=geometry)
-    return SpatialInputs(embeddings, local, hop_neighbourhoods(adjacency, n_hops), check_array_coords(adata))
+    adjacency, lattice = lattice_graph(adata, libraries, geometry=geometry)
+    return SpatialInputs(embeddings, local, hop_neighbourhoods(adjacency, n_hops), check_array_coords(adata), lattice)
 
 
 def spatial_loss(inputs: SpatialInputs, targets: torch.Tensor):
@@ -230,6 +238,7 @@ def fit_spatial(
     training = {
         "n_hops": n_hops,
         "geometry": geometry,
+        "lattice": inputs.lattice,
         "epochs": epochs,
         "batch_size": batch_size,
         "lr": lr,
