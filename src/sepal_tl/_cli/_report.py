@@ -69,7 +69,15 @@ def write_report(
         pred = "sepal" if "sepal" in adata.layers else "sepal_local"
         for gene in best:
             path = figures / f"gene_map_{gene}.png"
-            sepal.pl.gene_map(adata, gene, layers=("denoised", pred), library_id=library, save=path, show=False)
+            sepal.pl.gene_map(
+                adata,
+                gene,
+                layers=("denoised", pred),
+                library_id=library,
+                pcc_key=f"{pred}_pcc_{split}",
+                save=path,
+                show=False,
+            )
             images.append((f"{gene} on {library} ({split}): ground truth and prediction", path))
         path = figures / "pcc_histogram.png"
         sepal.pl.pcc_histogram(adata, key=pred, split=split, save=path, show=False)
