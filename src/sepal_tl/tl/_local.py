@@ -203,8 +203,6 @@ def fit_encoder(
         )
 
     val_loader = loader("val", False)
-    if val_loader is None:
-        logger.warning("fit_encoder: no 'val' spots; keeping the epoch with the lowest training MSE.")
     task = regression_task(encoder, _encoder_loss(loss), lr=lr, weight_decay=weight_decay)
     history, best = run_training(
         task,

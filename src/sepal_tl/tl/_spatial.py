@@ -222,8 +222,6 @@ def fit_spatial(
         return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle)
 
     val_loader = loader("val", False)
-    if val_loader is None:
-        logger.warning("fit_spatial: no 'val' spots; keeping the epoch with the lowest training MSE.")
     task = regression_task(head, spatial_loss(inputs, targets), lr=lr, weight_decay=weight_decay)
     history, best = run_training(
         task,

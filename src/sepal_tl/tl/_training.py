@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from sepal_tl._compat import import_lightning
+from sepal_tl._logging import logger
 from sepal_tl._settings import settings
 
 
@@ -131,6 +132,8 @@ def run_training(
 
     accelerator, devices = resolve_device(device)
     monitor = "val_mse" if val_loader is not None else "train_mse"
+    if val_loader is None:
+        logger.warning("no 'val' spots: keeping the epoch with the lowest training MSE.")
     history = _history_callback()
     with tempfile.TemporaryDirectory(prefix="sepal_ckpt_") as tmp:
         kwargs = dict(trainer_kwargs or {})
