@@ -132,3 +132,15 @@ def check_choice(name: str, value, choices: Sequence) -> None:
     if value not in choices:
         msg = f"{name}={value!r} is not supported; choose one of {list(choices)}."
         raise ValueError(msg)
+
+
+def check_positive(name: str, value) -> float:
+    """Return ``value`` as a float, raising ``ValueError`` unless it is a positive, finite number."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not np.isfinite(number) or number <= 0:
+        msg = f"{name} must be a positive, finite number, got {value!r}."
+        raise ValueError(msg)
+    return number

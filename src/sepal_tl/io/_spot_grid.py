@@ -12,6 +12,7 @@ from scipy import ndimage, sparse
 
 from sepal_tl._logging import logger
 from sepal_tl._uns import record
+from sepal_tl._validation import check_positive
 from sepal_tl.io._common import check_library_id, spatial_entry
 from sepal_tl.io._images import (
     _existing_file,
@@ -34,17 +35,6 @@ _MIN_SPOT_MASK_PX = 8.0
 _MAX_MASK_SIDE = 8000
 _MAX_CANDIDATES = 5_000_000
 _POINT_CHUNK = 4096
-
-
-def _check_positive(name: str, value) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not np.isfinite(value) or value <= 0:
-        msg = f"{name} must be a positive, finite number of pixels."
-        raise ValueError(msg)
-    return value
 
 
 def _disc(radius: float) -> np.ndarray:
@@ -220,8 +210,8 @@ def spot_grid(
     >>> he.n_obs, he.obs[["array_row", "array_col"]].head(2)
     """
     library_id = check_library_id(library_id)
-    diameter = _check_positive("spot_diameter_px", spot_diameter_px)
-    pitch = diameter * VISIUM_PITCH_PER_DIAMETER if pitch_px is None else _check_positive("pitch_px", pitch_px)
+    diameter = check_positive("spot_diameter_px", spot_diameter_px)
+    pitch = diameter * VISIUM_PITCH_PER_DIAMETER if pitch_px is None else check_positive("pitch_px", pitch_px)
     if not 0 < float(tissue_threshold) < 1:
         msg = f"tissue_threshold must lie strictly between 0 and 1 (an HSV saturation), got {tissue_threshold!r}."
         raise ValueError(msg)
@@ -229,7 +219,7 @@ def spot_grid(
         msg = f"min_tissue_fraction must lie in (0, 1], got {min_tissue_fraction!r}."
         raise ValueError(msg)
     if microns_per_pixel is not None:
-        microns_per_pixel = _check_positive("microns_per_pixel", microns_per_pixel)
+        microns_per_pixel = check_positive("microns_per_pixel", microns_per_pixel)
     array, path, size = _load(image)
     if diameter > min(size):
         msg = (

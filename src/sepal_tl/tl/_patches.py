@@ -38,7 +38,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from sepal_tl._logging import logger
 from sepal_tl._settings import settings
-from sepal_tl._validation import check_spatial, get_matrix
+from sepal_tl._validation import check_positive, check_spatial, get_matrix
 from sepal_tl.io._common import library_ids
 from sepal_tl.tl._images import ImageSource, resolve_images
 
@@ -56,17 +56,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 """Per-channel mean of ImageNet (RGB, on [0, 1]) used to normalise patches."""
 IMAGENET_STD = (0.229, 0.224, 0.225)
 """Per-channel standard deviation of ImageNet (RGB, on [0, 1])."""
-
-
-def _positive(name: str, value: Any) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not np.isfinite(value) or value <= 0:
-        msg = f"{name} must be a positive number."
-        raise ValueError(msg)
-    return value
 
 
 @dataclass(frozen=True)
@@ -91,7 +80,7 @@ class PatchGeometry:
     std: tuple[float, float, float] = IMAGENET_STD
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "patch_scale", _positive("patch_scale", self.patch_scale))
+        object.__setattr__(self, "patch_scale", check_positive("patch_scale", self.patch_scale))
         size = self.patch_size
         if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
             msg = f"patch_size must be a positive integer number of pixels, got {size!r}."
@@ -118,7 +107,7 @@ class PatchGeometry:
                 "/ spot_grid, or set it (in full-resolution pixels)."
             )
             raise KeyError(msg)
-        return _positive(f"spot_diameter_fullres of library {library_id!r}", diameter) * self.patch_scale
+        return check_positive(f"spot_diameter_fullres of library {library_id!r}", diameter) * self.patch_scale
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON / h5ad friendly) that :meth:`from_dict` turns back into the same geometry."""
