@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from importlib.metadata import PackageNotFoundError, version
@@ -13,12 +12,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from sepal_tl.tl._encoder import LocalEncoder
+from sepal_tl.tl._encoder import LocalEncoder, build_encoder
+from sepal_tl.tl._model_files import WEIGHTS, load_weights, read_model_folder, write_model_folder
+from sepal_tl.tl._model_schema import FORMAT_VERSION
 from sepal_tl.tl._patches import PatchGeometry
-
-_WEIGHTS = "model.safetensors"
-_CONFIG = "config.json"
-FORMAT_VERSION = 1
 
 
 def _versions() -> dict[str, str]:
@@ -83,6 +80,31 @@ class SepalModel:
         """Number of predicted genes."""
         return len(self.genes)
 
+    @property
+    def embedding_key(self) -> str | None:
+        """``obsm`` key of the precomputed embeddings the model was trained on (``None``: from its backbone)."""
+        return self.config["encoder"].get("embedding_key")
+
+    @property
+    def embedding_norm(self) -> str:
+        """How embeddings are standardised before the heads (see :data:`~sepal_tl.tl._encoder.EMBEDDING_NORMS`)."""
+        return self.config["encoder"].get("embedding_norm", "none")
+
+    def heads_input(self, embeddings: np.ndarray, libraries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Standardised embeddings and the local predictions (model scale) that the linear head makes from them.
+
+        ``embeddings`` must have the width the model was trained with; a mismatch (another encoder) is an error.
+        """
+        width = self.encoder.embedding_dim
+        if embeddings.ndim != 2 or embeddings.shape[1] != width:
+            msg = (
+                f"The embeddings have shape {embeddings.shape} but this model was trained on {width}-dimensional "
+                f"embeddings of {self.config['encoder']['backbone']!r}; compute them with that encoder."
+            )
+            raise ValueError(msg)
+        features = self.encoder.standardise(embeddings, self.embedding_norm, libraries)
+        return features, self.encoder.head_outputs(features)
+
     def __repr__(self) -> str:
         stages = "encoder + spatial head" if self.spatial is not None else "encoder only"
         return (
@@ -98,16 +120,14 @@ class SepalModel:
         return state
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
-        """Save to a directory: weights as safetensors (no pickle) and a JSON file with everything else."""
-        from safetensors.torch import save_file
+        """Save to a directory: weights as safetensors (no pickle) and a JSON file with everything else.
 
-        path = Path(path)
-        if path.exists() and any(path.iterdir()) and not overwrite:
-            msg = f"{str(path)!r} exists and is not empty; pass overwrite=True or choose another directory."
-            raise FileExistsError(msg)
-        path.mkdir(parents=True, exist_ok=True)
+        The folder is written next to ``path`` under a temporary name and then renamed into place, so an
+        interrupted save leaves the previous model (or nothing), never a mixture. ``config.json`` records the
+        weights' SHA-256, which :meth:`load` verifies. ``overwrite=True`` replaces a folder that holds a saved
+        model and nothing else.
+        """
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, path / _WEIGHTS)
         meta = {
             "format_version": FORMAT_VERSION,
             "uid": self.uid,
@@ -118,36 +138,30 @@ class SepalModel:
             "history": self.history,
             "versions": _versions(),
         }
-        (path / _CONFIG).write_text(json.dumps(meta, indent=1))
+        write_model_folder(Path(path), state=state, meta=meta, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str = "cpu") -> SepalModel:
-        """Load a model saved with :meth:`save` (weights are read with safetensors, never unpickled)."""
-        from safetensors.torch import load_file
+        """Load a model saved with :meth:`save` (weights are read with safetensors, never unpickled).
 
+        ``config.json`` is checked field by field (types, one finite mean per gene, known values such as
+        ``target``) and the weights against the SHA-256 it records, before anything is built: a damaged or
+        edited folder raises :class:`~sepal_tl.tl._model_schema.ModelFileError` (a ``ValueError``) naming the file
+        and the field.
+        """
         path = Path(path)
-        for name in (_CONFIG, _WEIGHTS):
-            if not (path / name).is_file():
-                msg = f"{str(path)!r} is not a saved SepalModel: {name} is missing."
-                raise FileNotFoundError(msg)
-        meta = json.loads((path / _CONFIG).read_text())
-        if meta.get("format_version", 0) > FORMAT_VERSION:
-            msg = f"{str(path)!r} was saved by a newer sepal_tl (format {meta['format_version']}); upgrade sepal_tl."
-            raise ValueError(msg)
+        meta, state = read_model_folder(path, device=device)
         config = meta["config"]
         geometry = PatchGeometry.from_dict(meta["geometry"])
-        encoder = LocalEncoder(
-            config["encoder"]["backbone"], len(meta["genes"]), pretrained=False, image_size=geometry.patch_size
-        )
+        encoder = build_encoder(config["encoder"], len(meta["genes"]))
         spatial = None
         if config.get("spatial") is not None:
             from sepal_tl.tl._gnn import SpatialHead
 
             spatial = SpatialHead(**config["spatial"]["architecture"])
-        state = load_file(path / _WEIGHTS, device=device)
-        encoder.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("encoder.")})
+        load_weights(encoder, state, prefix="encoder.", file=path / WEIGHTS)
         if spatial is not None:
-            spatial.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("spatial.")})
+            load_weights(spatial, state, prefix="spatial.", file=path / WEIGHTS)
         return cls(
             genes=meta["genes"],
             gene_means=np.asarray(meta["gene_means"], dtype=np.float32),
