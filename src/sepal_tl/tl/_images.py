@@ -32,6 +32,7 @@ keep a full-size patch and are never dropped.
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -91,8 +92,9 @@ class ImageSource:
         self.scale = scale
         self.library_id = str(library_id)
         self.origin = origin
-        self._array = None if array is None else to_rgb_uint8(array)
+        self._array = None if array is None else _rgb(array)
         self._shape = None if array is None else tuple(int(s) for s in self._array.shape[:2])
+        self._mapped: tuple | None = None  # where a pickled memory map's pixels are, to map them again
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -106,6 +108,8 @@ class ImageSource:
 
     def load(self) -> ImageSource:
         """Open or decode the image now (sources do it on first use otherwise); returns ``self``."""
+        if self._array is None and self._mapped is not None:  # unpickled in a worker: map the file again
+            self._array = _map_again(*self._mapped)
         return self
 
     def window(self, x0: float, y0: float, side: float) -> tuple[int, int, int]:
@@ -183,7 +187,7 @@ class ImageSource:
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         if isinstance(self._array, np.memmap):  # a pickled memmap would carry (and copy) all its pixels
-            state["_array"] = None
+            state["_array"], state["_mapped"] = None, _memmap_location(self._array)
         return state
 
     def __repr__(self) -> str:
@@ -191,6 +195,27 @@ class ImageSource:
         return (
             f"{type(self).__name__}({self.library_id!r}, {width} x {height} px, scale={self.scale:.4g}, {self.origin})"
         )
+
+
+def _rgb(array) -> np.ndarray:
+    """:func:`to_rgb_uint8`, except that an RGB(A) ``uint8`` memory map stays a memory map (not read, not pickled)."""
+    if isinstance(array, np.memmap) and array.dtype == np.uint8 and array.ndim == 3 and array.shape[2] in (3, 4):
+        return array[:, :, :3]
+    return to_rgb_uint8(array)
+
+
+def _memmap_location(array: np.memmap) -> tuple[str, int, tuple[int, ...], tuple[int, ...]]:
+    """``(file, byte offset, shape, strides)`` of a ``uint8`` memory map (or a view of one) in its file."""
+    mapping = np.frombuffer(array._mmap, dtype=np.uint8)  # the whole mapping, which starts at a page boundary
+    mapped_from = array.offset - array.offset % mmap.ALLOCATIONGRANULARITY
+    start = array.__array_interface__["data"][0] - mapping.__array_interface__["data"][0] + mapped_from
+    return str(array.filename), int(start), tuple(array.shape), tuple(array.strides)
+
+
+def _map_again(filename: str, start: int, shape: tuple[int, ...], strides: tuple[int, ...]) -> np.memmap:
+    """Map the pixels located by :func:`_memmap_location` (in a DataLoader worker or ``ddp_spawn`` process)."""
+    whole = np.memmap(filename, dtype=np.uint8, mode="r")
+    return np.lib.stride_tricks.as_strided(whole[start:], shape=shape, strides=strides, subok=True, writeable=False)
 
 
 def _cache_file(cache_dir: Path, key: str, stem: str) -> Path:
