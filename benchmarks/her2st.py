@@ -390,7 +390,8 @@ def main() -> None:
         for fold in folds:
             split = fold_sections(fold)
             adata = raw.copy()
-            summary = sepal.pp.run(adata, preset="her2st", slides=split["train"], n_top=cfg["n_top"])
+            sepal.pp.run(adata, preset="her2st", slides=split["train"], n_top=cfg["n_top"])
+            summary = sepal.pp.run_summary(adata)
             lib = adata.obs["library_id"].astype(str).to_numpy()
             labels = np.where(np.isin(lib, split["train"]), "train", np.where(lib == split["val"], "val", "test"))
             adata.obs["split"] = labels  # B4 is "test" too: never trained on, scored separately

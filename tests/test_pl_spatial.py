@@ -118,7 +118,7 @@ def test_gene_map_spots_are_true_size_circles_at_the_coordinates(adata):
 def test_gene_map_shares_the_colour_scale_within_a_gene(adata):
     lib = _test_library(adata)
     genes = list(adata.var_names[:3])
-    axes = sepal.pl.gene_map(adata, genes, library_id=lib, layers=("log1p", "denoised", "sepal"))
+    axes = sepal.pl.gene_map(adata, genes, library_id=lib, layers=("log2tpm", "denoised", "sepal"))
     rows = _rows(adata, lib)
     limits = []
     for g, gene in enumerate(genes):
@@ -126,7 +126,7 @@ def test_gene_map_shares_the_colour_scale_within_a_gene(adata):
         clims = {_spots(ax).get_clim() for ax in block}
         assert len(clims) == 1
         union = np.concatenate(
-            [np.asarray(adata[rows, gene].layers[layer].todense()).ravel() for layer in ("log1p",)]
+            [np.asarray(adata[rows, gene].layers[layer].todense()).ravel() for layer in ("log2tpm",)]
             + [adata[rows, gene].layers[layer].ravel() for layer in ("denoised", "sepal")]
         )
         np.testing.assert_allclose(clims.pop(), (union.min(), union.max()), rtol=1e-6)
@@ -247,7 +247,7 @@ def test_denoising_before_after(adata, tmp_path):
     assert (tmp_path / "denoising.png").read_bytes()[:8] == PNG_MAGIC  # PNG when there is no extension
     rows = _rows(adata, lib)
     imputed = ~adata[rows, gene].layers["observed"].ravel()
-    assert before_ax.get_title() == f"{gene} · before filter (log1p)"
+    assert before_ax.get_title() == f"{gene} · before filter (log2tpm)"
     assert after_ax.get_title().startswith(f"{gene} · after filter (denoised)\n{imputed.sum()} of {rows.size} spots")
     assert _spots(before_ax).get_clim() == _spots(after_ax).get_clim()
     assert len(_spots(before_ax).get_offsets()) == len(_spots(after_ax).get_offsets()) == rows.size

@@ -88,7 +88,7 @@ def test_denoise_per_slide_and_mask():
     x[13] = 0
     adata = grid_adata(np.where(x > 0, 1, 0), coords, library=["a"] * 9 + ["b"] * 9)
     adata.layers["log1p"] = x
-    sepal.pp.denoise(adata)
+    sepal.pp.denoise(adata, layer="log1p")
     den = adata.layers["denoised"][:, 0]
     np.testing.assert_array_equal(den[:9], 5)
     np.testing.assert_array_equal(den[9:], 2)
@@ -101,11 +101,11 @@ def test_denoise_per_slide_and_mask():
 def test_bad_inputs():
     adata = grid_adata(np.ones((4, 2)), square_coords(2, 2), layer="log1p")
     del adata.obs["array_row"]
-    assert_unchanged_after_error(adata, KeyError, "array_row", sepal.pp.denoise)
+    assert_unchanged_after_error(adata, KeyError, "array_row", sepal.pp.denoise, layer="log1p")
     adata = grid_adata(np.ones((4, 2)), square_coords(2, 2), layer="log1p")
     adata.layers["log1p"][0, 0] = -1
-    assert_unchanged_after_error(adata, ValueError, "negative", sepal.pp.denoise)
+    assert_unchanged_after_error(adata, ValueError, "negative", sepal.pp.denoise, layer="log1p")
     adata.layers["log1p"][0, 0] = np.nan
-    assert_unchanged_after_error(adata, ValueError, "NaN", sepal.pp.denoise)
+    assert_unchanged_after_error(adata, ValueError, "NaN", sepal.pp.denoise, layer="log1p")
     assert_unchanged_after_error(adata, KeyError, "Layer 'tpm2'", sepal.pp.denoise, layer="tpm2")
     assert_unchanged_after_error(adata, ValueError, "n_radii", sepal.pp.denoise, n_radii=0)

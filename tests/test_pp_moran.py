@@ -31,7 +31,7 @@ def test_closed_form_cases():
     # numerator = 2*(-1.5)*(2*-1 + 2*-7/6) + 2*(-0.5)*(4*-0.5) = 2*1.5*(13/3) + 2 = 15 -> I = 15/20
     assert moran[2] == pytest.approx(0.75)
     assert adata.var["highly_spatial"].tolist() == [False, False, True]
-    assert adata.obsp["spatial_connectivities"].sum(axis=1).A1.tolist()[:5] == [2, 3, 3, 2, 3]
+    assert adata.obsp["sepal_connectivities"].sum(axis=1).A1.tolist()[:5] == [2, 3, 3, 2, 3]
 
 
 def test_ranking_on_chosen_slides_only():

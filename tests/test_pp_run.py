@@ -21,9 +21,9 @@ def _check_processed(adata, summary, n_top):
     counts = adata.layers["counts"].toarray() if sparse.issparse(adata.layers["counts"]) else adata.layers["counts"]
     # observed is exactly "the raw count was non-zero"; observed entries keep their log2(TPM + 1) value
     np.testing.assert_array_equal(adata.layers["observed"], counts > 0)
-    log1p = adata.layers["log1p"].toarray()
+    log1p = adata.layers["log2tpm"].toarray()
     np.testing.assert_array_equal(adata.layers["denoised"][adata.layers["observed"]], log1p[adata.layers["observed"]])
-    for key in ("tpm", "log1p", "denoised"):
+    for key in ("tpm", "log2tpm", "denoised"):
         values = adata.layers[key].toarray() if sparse.issparse(adata.layers[key]) else adata.layers[key]
         assert np.isfinite(values).all(), key
     assert summary.attrs["imputed_fraction"] == pytest.approx(1 - adata.layers["observed"].mean())
@@ -33,7 +33,8 @@ def _check_processed(adata, summary, n_top):
 
 def test_run_synthetic(synthetic, tmp_path):
     adata = synthetic.copy()
-    summary = sepal.pp.run(adata, preset="synthetic", n_top=40)
+    assert sepal.pp.run(adata, preset="synthetic", n_top=40) is None  # in place, as scanpy
+    summary = sepal.pp.run_summary(adata)
     _check_processed(adata, summary, 40)
     assert "combat" in adata.layers
     # the selected genes are mostly the image-driven program genes of the generator, not background noise
@@ -72,7 +73,8 @@ def test_bad_inputs(synthetic):
 def test_run_her2st_real_sections():
     adata = sepal.datasets.her2st(["B4", "C2", "C3", "C4", "C5"], path=DATA / "her2st")
     n_spots = adata.n_obs
-    summary = sepal.pp.run(adata, preset="her2st", slides=["C2", "C3", "C4"])
+    sepal.pp.run(adata, preset="her2st", slides=["C2", "C3", "C4"])
+    summary = sepal.pp.run_summary(adata)
     _check_processed(adata, summary, 128)
     assert summary.loc["input", "n_spots"] == n_spots
     assert set(adata.obs["library_id"]) == {"B4", "C2", "C3", "C4", "C5"}

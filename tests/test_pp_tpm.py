@@ -21,7 +21,7 @@ def test_tpm_by_hand_3x3():
     np.testing.assert_allclose(adata.layers["tpm"].toarray(), expected, rtol=1e-6)
     np.testing.assert_array_equal(adata.var["gene_length"], [1000, 2000, 500])
     sepal.pp.log2p(adata)
-    np.testing.assert_allclose(adata.layers["log1p"].toarray(), np.log2(expected + 1), rtol=1e-6)
+    np.testing.assert_allclose(adata.layers["log2tpm"].toarray(), np.log2(expected + 1), rtol=1e-6)
 
 
 def test_dense_and_sparse_agree():

@@ -30,6 +30,11 @@ def get_matrix(adata: AnnData, layer: str | None):
             f"Layer {layer!r} is not in adata.layers (available: {sorted(adata.layers)}). "
             "Run the step that creates it first, or pass layer= naming an existing layer."
         )
+        if layer == "log2tpm" and "log1p" in adata.layers:
+            msg += (
+                " sepal_tl < 0.2 stored log2(TPM + 1) as 'log1p'; rename it with "
+                "adata.layers['log2tpm'] = adata.layers.pop('log1p')."
+            )
         raise KeyError(msg)
     return adata.layers[layer]
 
@@ -104,27 +109,78 @@ def check_array_coords(adata: AnnData) -> np.ndarray:
     return values.astype(np.int64)
 
 
-def resolve_libraries(adata: AnnData, library_key: str | None) -> pd.Series:
-    """Return a categorical Series giving each spot's library (slide).
+def _slide_evidence(adata: AnnData) -> dict[str, list[str]]:
+    """The slide names each source of ``adata`` shows: ``obs["library_id"]``, a SpatialData region column, ``uns``."""
+    evidence = {}
+    if DEFAULT_LIBRARY_KEY in adata.obs:
+        evidence[f"obs[{DEFAULT_LIBRARY_KEY!r}]"] = (
+            adata.obs[DEFAULT_LIBRARY_KEY].dropna().astype(str).unique().tolist()
+        )
+    region_key = region_column(adata)
+    if region_key is not None:
+        evidence[f"obs[{region_key!r}] (SpatialData regions)"] = adata.obs[region_key].astype(str).unique().tolist()
+    evidence["uns['spatial']"] = [str(key) for key in adata.uns.get("spatial", {})]
+    return evidence
 
-    ``library_key=None``, or the default ``"library_id"`` when that column is absent, means that all spots
-    belong to one slide. Any other key must be a column of ``adata.obs``.
+
+def region_column(adata: AnnData) -> str | None:
+    """The ``obs`` column naming each spot's SpatialData region (shapes element), if ``adata`` is a table."""
+    attrs = adata.uns.get("spatialdata_attrs")
+    key = attrs.get("region_key") if isinstance(attrs, dict) else None
+    return key if key in adata.obs else None
+
+
+def _labelled(col: pd.Series, what: str) -> pd.Series:
+    if col.isna().any():
+        msg = f"{what} has missing values; every spot needs a slide label."
+        raise ValueError(msg)
+    return col.astype(str).astype("category")
+
+
+def resolve_libraries(adata: AnnData, library_key: str | None = DEFAULT_LIBRARY_KEY) -> pd.Series:
+    """Return a categorical Series giving each spot's library (slide): the one rule used by io, pp, tl and pl.
+
+    1. ``library_key`` is a column of ``adata.obs``: that column.
+    2. ``library_key`` is the default ``"library_id"`` and absent: the region column of a SpatialData table
+       (``uns["spatialdata_attrs"]["region_key"]``, one slide per annotated shapes element) when there is one;
+       else one slide, named after the only entry of ``uns["spatial"]`` (``"slide"`` without any). Several
+       ``uns["spatial"]`` entries and no column to tell their spots apart is an error.
+    3. ``library_key=None``: one slide, named as in 2. It is an error when ``obs["library_id"]``, the region column
+       or ``uns["spatial"]`` name several slides: spots of different slides are never merged silently.
+    4. Any other ``library_key`` that is not a column: ``KeyError``.
     """
-    if library_key is None or (library_key == DEFAULT_LIBRARY_KEY and library_key not in adata.obs):
-        if library_key is not None:
-            logger.debug("obs[%r] not found: treating all spots as one slide.", library_key)
-        return pd.Series(pd.Categorical(["slide"] * adata.n_obs), index=adata.obs_names)
-    if library_key not in adata.obs:
+    if library_key is not None and library_key in adata.obs:
+        return _labelled(adata.obs[library_key], f"adata.obs[{library_key!r}]")
+    if library_key is not None and library_key != DEFAULT_LIBRARY_KEY:
         msg = (
             f"library_key={library_key!r} is not a column of adata.obs (columns: {list(adata.obs.columns)}). "
             "Pass the obs column that names each spot's slide, or library_key=None for a single slide."
         )
         raise KeyError(msg)
-    col = adata.obs[library_key]
-    if col.isna().any():
-        msg = f"adata.obs[{library_key!r}] has missing values; every spot needs a slide label."
-        raise ValueError(msg)
-    return col.astype(str).astype("category")
+    evidence = _slide_evidence(adata)
+    region_key = region_column(adata)
+    if library_key is not None and region_key is not None:
+        return _labelled(adata.obs[region_key], f"adata.obs[{region_key!r}]")
+    several = {source: names for source, names in evidence.items() if len(names) > 1}
+    if several:
+        source, names = next(iter(several.items()))
+        if library_key is None:
+            msg = (
+                f"library_key=None treats all spots as one slide, but {source} names {len(names)} slides "
+                f"({sorted(names)}); spots of different slides must not be neighbours. Pass "
+                f"library_key={DEFAULT_LIBRARY_KEY!r} (or the obs column naming each spot's slide)."
+            )
+        else:
+            msg = (
+                f"adata.obs has no {library_key!r} column and {source} holds {len(names)} libraries "
+                f"({sorted(names)}), so the library of each spot is unknown. Add adata.obs[{library_key!r}] or pass "
+                "library_key= naming the obs column with the library ids."
+            )
+        raise KeyError(msg)
+    name = next((names[0] for names in evidence.values() if names), "slide")
+    if library_key is not None:
+        logger.debug("obs[%r] not found: treating all spots as one slide %r.", library_key, name)
+    return pd.Series(pd.Categorical([name] * adata.n_obs), index=adata.obs_names)
 
 
 def check_choice(name: str, value, choices: Sequence) -> None:

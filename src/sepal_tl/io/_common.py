@@ -11,7 +11,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from sepal_tl._validation import check_counts
+from sepal_tl._validation import check_counts, resolve_libraries
 
 _VALID_LIBRARY_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -68,24 +68,6 @@ def finish(
     return adata
 
 
-def library_ids(adata: AnnData, library_key: str) -> pd.Series:
-    """Return each spot's library id as a string Series.
-
-    Taken from ``adata.obs[library_key]``; when that column is absent, ``adata.uns["spatial"]`` must hold
-    exactly one library, whose id is then used for every spot.
-    """
-    if library_key in adata.obs:
-        col = adata.obs[library_key]
-        if col.isna().any():
-            msg = f"adata.obs[{library_key!r}] has missing values; every spot needs a library id."
-            raise ValueError(msg)
-        return col.astype(str)
-    spatial = adata.uns.get("spatial", {})
-    if len(spatial) == 1:
-        return pd.Series(next(iter(spatial)), index=adata.obs_names, dtype=str)
-    msg = (
-        f"adata.obs has no {library_key!r} column and adata.uns['spatial'] holds {len(spatial)} libraries "
-        f"({sorted(spatial)}), so the library of each spot is unknown. Add adata.obs[{library_key!r}] or pass "
-        "library_key= naming the obs column with the library ids."
-    )
-    raise KeyError(msg)
+def library_ids(adata: AnnData, library_key: str | None) -> pd.Series:
+    """Return each spot's library id as a string Series, by :func:`sepal_tl._validation.resolve_libraries`'s rule."""
+    return resolve_libraries(adata, library_key).astype(str)

@@ -9,6 +9,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 
+from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._validation import DEFAULT_LIBRARY_KEY
 from sepal_tl.pl._utils import (
     check_limits,
@@ -22,12 +23,13 @@ from sepal_tl.pl._utils import (
 )
 
 
+@spatialdata_aware(images="display")
 def denoising(
     adata: AnnData,
     gene: str,
     *,
     library_id: str | None = None,
-    before: str = "log1p",
+    before: str = "log2tpm",
     after: str = "denoised",
     mask: str = "observed",
     library_key: str | None = DEFAULT_LIBRARY_KEY,
@@ -42,7 +44,7 @@ def denoising(
     panel_width: float = 3.5,
     figsize: tuple[float, float] | None = None,
     show: bool | None = None,
-    save: str | Path | None = None,
+    save: bool | str | Path | None = None,
     return_fig: bool = False,
 ) -> Figure | list[Axes] | None:
     """Plot one gene before and after the adaptive median filter, side by side (the paper's Figure 3).
@@ -89,9 +91,13 @@ def denoising(
     show
         Show the figure. ``None``: only in interactive mode and when no ``save`` / ``return_fig`` was asked for.
     save
-        Write the figure to this path (format from the extension, PNG when it has none).
+        Save the figure as scanpy does: ``True`` writes ``sc.settings.figdir / "denoising.{sc.settings.file_format_figs}"``,
+        a file name such as ``"_C2.png"`` goes to ``figdir`` as ``"denoising_C2.png"``, a path with a folder is used
+        as given (PNG when it has no extension).
     return_fig
         Return the Figure instead of the Axes.
+    table_key
+        With a :class:`~spatialdata.SpatialData`: the table to plot (default: the only table, else ``"table"``).
 
     Returns
     -------
@@ -136,4 +142,4 @@ def denoising(
         colorbar_label="expression",
         suptitle=f"library {view.library_id}",
     )
-    return finish(fig, axes, show=show, save=save, return_fig=return_fig)
+    return finish(fig, axes, show=show, save=save, return_fig=return_fig, name="denoising")

@@ -13,6 +13,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 
+from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._validation import DEFAULT_LIBRARY_KEY
 from sepal_tl.pl._utils import (
     check_limits,
@@ -50,11 +51,13 @@ def _pcc_label(key: str, pred: str) -> str:
     return key[len(prefix) :] if key.startswith(prefix) else key
 
 
+@spatialdata_aware(images="display")
 def gene_map(
     adata: AnnData,
     genes: str | Sequence[str],
     *,
     layers: str | Sequence[str] = ("denoised", "sepal"),
+    layer: str | None = None,
     library_id: str | None = None,
     library_key: str | None = DEFAULT_LIBRARY_KEY,
     spatial_key: str = "spatial",
@@ -71,8 +74,9 @@ def gene_map(
     pcc_key: str | Literal[False] | None = None,
     panel_width: float = 3.5,
     figsize: tuple[float, float] | None = None,
+    ax: Axes | None = None,
     show: bool | None = None,
-    save: str | Path | None = None,
+    save: bool | str | Path | None = None,
     return_fig: bool = False,
 ) -> Figure | list[Axes] | None:
     """Plot genes on the slide's H&E: ground truth and prediction side by side (the paper's Figure 4).
@@ -98,6 +102,8 @@ def gene_map(
         One gene or a list of genes (``var_names``); one block of panels each.
     layers
         Layers to show, one panel each: the ground truth first, the prediction last.
+    layer
+        Show this one layer only (scanpy's habit; overrides ``layers``), e.g. ``layer="sepal"``.
     library_id
         Slide to draw (a value of ``obs[library_key]``). ``None`` is allowed when there is only one slide.
     library_key
@@ -129,17 +135,23 @@ def gene_map(
         Width of one panel in inches (the height follows the slide's aspect).
     figsize
         Figure size in inches; overrides ``panel_width``.
+    ax
+        Axes to draw into, for a single panel (one gene, one layer); a new figure when ``None``.
     show
         Show the figure. ``None``: only in interactive mode and when no ``save`` / ``return_fig`` was asked for.
     save
-        Write the figure to this path (format from the extension, PNG when it has none).
+        Save the figure as scanpy does: ``True`` writes ``sc.settings.figdir / "gene_map.{sc.settings.file_format_figs}"``,
+        a file name such as ``"_C2.png"`` goes to ``figdir`` as ``"gene_map_C2.png"``, a path with a folder is used
+        as given (PNG when it has no extension).
     return_fig
         Return the Figure instead of the Axes.
+    table_key
+        With a :class:`~spatialdata.SpatialData`: the table to plot (default: the only table, else ``"table"``).
 
     Returns
     -------
     The Figure if ``return_fig``, ``None`` if the figure was shown, else the list of panel Axes (gene-major: the
-    panels of the first gene, then of the second, ...).
+    panels of the first gene, then of the second, ...); with ``ax=``, that Axes.
 
     Examples
     --------
@@ -148,7 +160,7 @@ def gene_map(
     >>> sepal.pl.gene_map(adata, list(best), library_id="slide2", ncols=2)  # doctest: +SKIP
     """
     names, idx = gene_indices(adata, genes)
-    layer_names = [layers] if isinstance(layers, str) else list(layers)
+    layer_names = [layer] if layer is not None else [layers] if isinstance(layers, str) else list(layers)
     if not layer_names:
         msg = "layers is empty; pass at least one layer (e.g. layers=('denoised', 'sepal'))."
         raise ValueError(msg)
@@ -160,6 +172,12 @@ def gene_map(
         msg = f"spot_scale must be positive, got {spot_scale!r}."
         raise ValueError(msg)
     check_limits(vmin, vmax)
+    if ax is not None and len(names) * len(layer_names) != 1:
+        msg = (
+            f"ax= draws one panel, but {len(names)} gene(s) x {len(layer_names)} layer(s) make "
+            f"{len(names) * len(layer_names)}; pass one gene and layer= (or leave ax=None)."
+        )
+        raise ValueError(msg)
     view = slide(adata, library_id, library_key=library_key, spatial_key=spatial_key, img=img, img_key=img_key)
     mask_m = None
     if mask in adata.layers:
@@ -210,8 +228,10 @@ def gene_map(
         figsize=figsize,
         colorbar_label="expression",
         suptitle=f"library {view.library_id}",
+        ax=ax,
     )
-    return finish(fig, axes, show=show, save=save, return_fig=return_fig)
+    result = axes[0] if ax is not None else axes
+    return finish(fig, result, show=show, save=save, return_fig=return_fig, name="gene_map", ax_given=ax is not None)
 
 
 def _fmt(value: float) -> str:

@@ -120,7 +120,7 @@ def metrics(
     panel_size: tuple[float, float] = (2.6, 2.4),
     figsize: tuple[float, float] | None = None,
     show: bool | None = None,
-    save: str | Path | None = None,
+    save: bool | str | Path | None = None,
     return_fig: bool = False,
 ) -> Figure | list[Axes] | None:
     """Plot several models' metrics side by side: one panel per metric, one bar per model.
@@ -153,7 +153,9 @@ def metrics(
     show
         Show the figure. ``None``: only in interactive mode and when no ``save`` / ``return_fig`` was asked for.
     save
-        Write the figure to this path (format from the extension, PNG when it has none).
+        Save the figure as scanpy does: ``True`` writes ``sc.settings.figdir / "metrics.{sc.settings.file_format_figs}"``,
+        a file name such as ``"_C2.png"`` goes to ``figdir`` as ``"metrics_C2.png"``, a path with a folder is used
+        as given (PNG when it has no extension).
     return_fig
         Return the Figure instead of the Axes.
 
@@ -238,4 +240,4 @@ def metrics(
         axes.append(ax)
     handles = [Patch(facecolor=palette[k], label=model) for k, model in enumerate(models)]
     fig.legend(handles=handles, loc="outside lower center", ncols=min(n_models, 4), frameon=False, fontsize="small")
-    return finish(fig, axes, show=show, save=save, return_fig=return_fig)
+    return finish(fig, axes, show=show, save=save, return_fig=return_fig, name="metrics")

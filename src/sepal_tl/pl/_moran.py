@@ -9,6 +9,7 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from sepal_tl._sdata import spatialdata_aware
 from sepal_tl.pl._utils import finish, single_axes
 
 
@@ -20,6 +21,7 @@ def _label_column(cutoff: float | None) -> float:
     return 0.55  # pragma: no cover - the three windows cover every cut-off
 
 
+@spatialdata_aware()
 def moran(
     adata: AnnData,
     *,
@@ -30,7 +32,7 @@ def moran(
     ax: Axes | None = None,
     figsize: tuple[float, float] = (5.5, 3.5),
     show: bool | None = None,
-    save: str | Path | None = None,
+    save: bool | str | Path | None = None,
     return_fig: bool = False,
 ) -> Figure | Axes | None:
     """Plot the genes ranked by Moran's I, the selected ones coloured, with the cut-off at ``n_top``.
@@ -62,9 +64,13 @@ def moran(
     show
         Show the figure. ``None``: only in interactive mode and when no ``ax`` / ``save`` / ``return_fig`` was given.
     save
-        Write the figure to this path (format from the extension, PNG when it has none).
+        Save the figure as scanpy does: ``True`` writes ``sc.settings.figdir / "moran.{sc.settings.file_format_figs}"``,
+        a file name such as ``"_C2.png"`` goes to ``figdir`` as ``"moran_C2.png"``, a path with a folder is used
+        as given (PNG when it has no extension).
     return_fig
         Return the Figure instead of the Axes.
+    table_key
+        With a :class:`~spatialdata.SpatialData`: the table to plot (default: the only table, else ``"table"``).
 
     Returns
     -------
@@ -140,4 +146,4 @@ def moran(
     ax.set_xlim(0, xmax)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
-    return finish(fig, ax, show=show, save=save, return_fig=return_fig, ax_given=ax_given)
+    return finish(fig, ax, show=show, save=save, return_fig=return_fig, name="moran", ax_given=ax_given)

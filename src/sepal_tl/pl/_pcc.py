@@ -10,9 +10,11 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from sepal_tl._sdata import spatialdata_aware
 from sepal_tl.pl._utils import finish, single_axes
 
 
+@spatialdata_aware()
 def pcc_histogram(
     adata: AnnData,
     *,
@@ -23,7 +25,7 @@ def pcc_histogram(
     ax: Axes | None = None,
     figsize: tuple[float, float] = (5.0, 3.5),
     show: bool | None = None,
-    save: str | Path | None = None,
+    save: bool | str | Path | None = None,
     return_fig: bool = False,
 ) -> Figure | Axes | None:
     """Plot the histogram of the per-gene Pearson correlation between ground truth and prediction (Figure 5).
@@ -51,9 +53,13 @@ def pcc_histogram(
     show
         Show the figure. ``None``: only in interactive mode and when no ``ax`` / ``save`` / ``return_fig`` was given.
     save
-        Write the figure to this path (format from the extension, PNG when it has none).
+        Save the figure as scanpy does: ``True`` writes ``sc.settings.figdir / "pcc_histogram.{sc.settings.file_format_figs}"``,
+        a file name such as ``"_C2.png"`` goes to ``figdir`` as ``"pcc_histogram_C2.png"``, a path with a folder is used
+        as given (PNG when it has no extension).
     return_fig
         Return the Figure instead of the Axes.
+    table_key
+        With a :class:`~spatialdata.SpatialData`: the table to plot (default: the only table, else ``"table"``).
 
     Returns
     -------
@@ -90,4 +96,4 @@ def pcc_histogram(
         title += f"\n({n_nan} gene{'s' if n_nan != 1 else ''} without PCC left out)"
     ax.set_title(title, fontsize="medium")
     ax.spines[["top", "right"]].set_visible(False)
-    return finish(fig, ax, show=show, save=save, return_fig=return_fig, ax_given=ax_given)
+    return finish(fig, ax, show=show, save=save, return_fig=return_fig, name="pcc_histogram", ax_given=ax_given)

@@ -41,7 +41,7 @@ def training_curves(
     panel_size: tuple[float, float] = (4.0, 3.0),
     figsize: tuple[float, float] | None = None,
     show: bool | None = None,
-    save: str | Path | None = None,
+    save: bool | str | Path | None = None,
     return_fig: bool = False,
 ) -> Figure | Axes | list[Axes] | None:
     """Plot the training and validation MSE per epoch of each training stage, with the best epoch marked.
@@ -69,7 +69,9 @@ def training_curves(
     show
         Show the figure. ``None``: only in interactive mode and when no ``ax`` / ``save`` / ``return_fig`` was given.
     save
-        Write the figure to this path (format from the extension, PNG when it has none).
+        Save the figure as scanpy does: ``True`` writes ``sc.settings.figdir / "training_curves.{sc.settings.file_format_figs}"``,
+        a file name such as ``"_C2.png"`` goes to ``figdir`` as ``"training_curves_C2.png"``, a path with a folder is used
+        as given (PNG when it has no extension).
     return_fig
         Return the Figure instead of the Axes.
 
@@ -142,4 +144,4 @@ def training_curves(
         if len(x) > 1:
             axis.xaxis.get_major_locator().set_params(integer=True)
     result = axes[0] if len(axes) == 1 else axes
-    return finish(fig, result, show=show, save=save, return_fig=return_fig, ax_given=ax_given)
+    return finish(fig, result, show=show, save=save, return_fig=return_fig, name="training_curves", ax_given=ax_given)

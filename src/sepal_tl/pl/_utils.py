@@ -57,11 +57,29 @@ def root_figure(ax: Axes) -> Figure:
     return fig
 
 
-def save_figure(fig: Figure, save: str | Path) -> Path:
-    """Write ``fig`` to ``save`` (format from the extension; PNG when there is none)."""
+def figure_path(save: bool | str | Path, name: str) -> Path:
+    """Where ``save=`` writes a figure, with scanpy's semantics.
+
+    ``True``: ``sc.settings.figdir / f"{name}.{sc.settings.file_format_figs}"``. A file name without a folder (a
+    ``str`` such as ``"_C2.png"``): ``sc.settings.figdir / f"{name}_C2.png"``, the function's name in front as
+    scanpy does, its extension (``.pdf``, ``.png``, ``.svg``) kept, else ``file_format_figs``. A
+    :class:`~pathlib.Path`, or a ``str`` with a folder: written there as given (PNG without an extension).
+    """
+    import scanpy as sc
+
+    figdir, fmt = Path(sc.settings.figdir), str(sc.settings.file_format_figs)
+    if save is True:
+        return figdir / f"{name}{sc.settings.plot_suffix}.{fmt}"
+    if isinstance(save, str) and Path(save).name == save:
+        stem, ext = (save[: -len(s)], s) if (s := Path(save).suffix) in (".pdf", ".png", ".svg") else (save, f".{fmt}")
+        return figdir / f"{name}{stem}{sc.settings.plot_suffix}{ext}"
     path = Path(save).expanduser()
-    if not path.suffix:
-        path = path.with_suffix(".png")
+    return path if path.suffix else path.with_suffix(".png")
+
+
+def save_figure(fig: Figure, save: bool | str | Path, name: str) -> Path:
+    """Write ``fig`` where :func:`figure_path` says."""
+    path = figure_path(save, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, bbox_inches="tight")
     logger.info("saved figure to %s", path)
@@ -73,8 +91,9 @@ def finish(
     result: Axes | list[Axes],
     *,
     show: bool | None,
-    save: str | Path | None,
+    save: bool | str | Path | None,
     return_fig: bool,
+    name: str,
     ax_given: bool = False,
 ) -> Figure | Axes | list[Axes] | None:
     """Save, show and pick what to return, following scanpy's habits.
@@ -82,13 +101,14 @@ def finish(
     ``show=None`` shows the figure only when matplotlib is in interactive mode (e.g. IPython with ``%matplotlib``)
     and nothing else asked for it: no ``ax`` was passed, no ``save`` path and no ``return_fig``. A shown figure
     returns ``None``; otherwise the Axes (``result``) are returned, or the Figure with ``return_fig=True``.
+    ``name`` (the plotting function's) names the file of ``save=True`` / ``save="_suffix.png"``.
     """
-    if save is not None:
-        save_figure(fig, save)
+    if save is not None and save is not False:
+        save_figure(fig, save, name)
     if return_fig:
         return fig
     if show is None:
-        show = not ax_given and save is None and mpl.is_interactive()
+        show = not ax_given and save in (None, False) and mpl.is_interactive()
     if show and not ax_given:
         plt.show()
         return None
@@ -126,7 +146,7 @@ def layer_matrix(adata: AnnData, layer: str, *, hint: str = ""):
 
 #: How each layer of the pipeline is made, for the error messages.
 LAYER_HINTS = {
-    "log1p": "Create it with sepal.pp.log2p (or sepal.pp.run).",
+    "log2tpm": "Create it with sepal.pp.log2p (or sepal.pp.run).",
     "denoised": "Create it with sepal.pp.denoise (or sepal.pp.run).",
     "observed": "sepal.pp.denoise (or sepal.pp.run) stores it (True = raw count > 0).",
     "sepal": "Create it with sepal.tl.fit / sepal.tl.predict.",
@@ -414,11 +434,13 @@ def draw_gene_blocks(
     figsize: tuple[float, float] | None,
     colorbar_label: str,
     suptitle: str | None = None,
+    ax: Axes | None = None,
 ) -> tuple[Figure, list[Axes]]:
     """One block per gene (its panels side by side, one shared colour scale and one colourbar), ``ncols`` per row.
 
     ``values[g][p]`` are the spot values of gene ``g`` in panel ``p``; ``imputed[g][p]`` the spots to mark (or None).
-    Returns the figure and the panel Axes in gene-major order.
+    Returns the figure and the panel Axes in gene-major order. With ``ax`` (one gene, one panel) the panel is drawn
+    there, in the caller's figure, without a figure title.
     """
     n_genes, n_panels = len(values), len(values[0])
     ncols = max(1, min(ncols, n_genes))
@@ -426,10 +448,10 @@ def draw_gene_blocks(
     width, height = panel_size(view, panel_width)
     if figsize is None:
         figsize = (ncols * (n_panels * width + 0.9), nrows * (height + 0.75) + (0.3 if suptitle else 0))
-    fig = new_figure(figsize)
-    if suptitle:
+    fig = new_figure(figsize) if ax is None else root_figure(ax)
+    if suptitle and ax is None:
         fig.suptitle(suptitle, fontsize="medium")
-    grid = fig.add_gridspec(nrows, ncols * n_panels)
+    grid = fig.add_gridspec(nrows, ncols * n_panels) if ax is None else None
     axes: list[Axes] = []
     for g in range(n_genes):
         r, c = divmod(g, ncols)
@@ -437,9 +459,9 @@ def draw_gene_blocks(
         block: list[Axes] = []
         legend_done = False
         for p in range(n_panels):
-            ax = fig.add_subplot(grid[r, c * n_panels + p])
+            panel = ax if grid is None else fig.add_subplot(grid[r, c * n_panels + p])
             spots = draw_slide_panel(
-                ax,
+                panel,
                 view,
                 values[g][p],
                 cmap=cmap,
@@ -451,7 +473,7 @@ def draw_gene_blocks(
             )
             marks = imputed[g][p]
             if marks is not None and marks.any() and not legend_done:
-                ax.legend(
+                panel.legend(
                     handles=[imputed_handle(int(marks.sum()))],
                     loc="upper left",
                     bbox_to_anchor=(0.0, 0.0),  # just below the panel, off the tissue
@@ -462,7 +484,7 @@ def draw_gene_blocks(
                     borderaxespad=0.1,
                 )
                 legend_done = True
-            block.append(ax)
+            block.append(panel)
         fig.colorbar(spots, ax=block, shrink=0.85, aspect=25, pad=0.02, label=colorbar_label)
         axes += block
     return fig, axes

@@ -7,7 +7,7 @@ from ._gene_lengths import gene_lengths_from_gtf, load_gene_length_table, resolv
 from ._log import log2p
 from ._moran import select_genes
 from ._presets import PRESETS
-from ._run import run
+from ._run import run, run_summary
 from ._tpm import tpm
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "log2p",
     "resolve_gene_lengths",
     "run",
+    "run_summary",
     "select_genes",
     "tpm",
 ]

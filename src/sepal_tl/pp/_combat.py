@@ -7,10 +7,12 @@ from anndata import AnnData
 from scipy import sparse
 
 from sepal_tl._logging import logger
+from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._uns import record
 from sepal_tl._validation import check_finite, get_matrix
 
 
+@spatialdata_aware()
 def combat(
     adata: AnnData,
     *,
@@ -37,6 +39,8 @@ def combat(
         Output layer (dense float32).
     copy
         Return a copy instead of writing to ``adata``.
+    table_key
+        With a :class:`~spatialdata.SpatialData`: the table to work on (default: the only table, else ``"table"``).
 
     Returns
     -------

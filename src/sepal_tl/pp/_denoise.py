@@ -11,6 +11,7 @@ from scipy import sparse
 from scipy.spatial import cKDTree
 
 from sepal_tl._logging import logger
+from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._settings import n_workers
 from sepal_tl._uns import record
 from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_array_coords, check_finite, get_matrix, resolve_libraries
@@ -238,10 +239,11 @@ def median_filter_slide(x: np.ndarray, coords: np.ndarray, n_radii: int = 7) -> 
     return out.reshape(n_genes, stride)[:, :n].T.copy(), int(left.size), sq_radii
 
 
+@spatialdata_aware()
 def denoise(
     adata: AnnData,
     *,
-    layer: str = "log1p",
+    layer: str | None = None,
     n_radii: int = 7,
     counts_layer: str | None = None,
     key_added: str = "denoised",
@@ -261,13 +263,17 @@ def denoise(
     Parameters
     ----------
     adata
-        Spots × genes with ``layers[layer]`` and array coordinates.
+        Spots × genes with non-negative expression in ``X`` (or ``layers[layer]``) and array coordinates.
     layer
-        Non-negative expression layer to filter (SEPAL: log2(TPM + 1)).
+        Layer to filter; ``None`` uses ``adata.X``, as scanpy functions do, so an AnnData normalised the scanpy
+        way (``sc.pp.normalize_total`` then ``sc.pp.log1p``) is filtered as it is. SEPAL filters log2(TPM + 1):
+        :func:`sepal_tl.pp.run` passes ``layer="log2tpm"``.
     n_radii
         Number of growing windows tried before the slide-level fallback (SEPAL: 7).
     counts_layer
-        Raw counts used for the observation mask; ``None`` uses ``adata.X``.
+        Raw counts for the observation mask. ``None``: ``layers["counts"]`` when it exists, else the zeros of the
+        filtered values themselves (the same entries for log-normalised counts). :func:`sepal_tl.pp.run` passes
+        ``"counts"``.
     key_added
         Output layer with the filtered values (dense float32).
     mask_key
@@ -279,6 +285,8 @@ def denoise(
         The result does not depend on it.
     copy
         Return a copy instead of writing to ``adata``.
+    table_key
+        With a :class:`~spatialdata.SpatialData`: the table to work on (default: the only table, else ``"table"``).
 
     Returns
     -------
@@ -289,16 +297,20 @@ def denoise(
         msg = f"n_radii must be a positive integer, got {n_radii!r}."
         raise ValueError(msg)
     values = get_matrix(adata, layer)
-    check_finite(values, what=f"layers[{layer!r}]")
-    counts = get_matrix(adata, counts_layer)
+    what = "adata.X" if layer is None else f"layers[{layer!r}]"
+    check_finite(values, what=what)
+    if counts_layer is None and "counts" in adata.layers:
+        counts_layer = "counts"
+    counts = values if counts_layer is None else get_matrix(adata, counts_layer)
     if counts.shape != values.shape:
-        msg = f"The counts ({counts.shape}) and layers[{layer!r}] ({values.shape}) differ in shape."
+        msg = f"The counts ({counts.shape}) and {what} ({values.shape}) differ in shape."
         raise ValueError(msg)
     dense = values.toarray() if sparse.issparse(values) else np.asarray(values)
     if dense.size and dense.min() < 0:
         msg = (
-            f"layers[{layer!r}] has negative values; the adaptive median filter imputes zeros of non-negative "
-            "expression (e.g. log2(TPM + 1)). Run it before ComBat or centring."
+            f"{what} has negative values; the adaptive median filter imputes zeros of non-negative expression "
+            "(e.g. log2(TPM + 1), or scanpy's log1p of normalised counts). Run it before ComBat, scaling or "
+            "centring, or pass layer= naming the non-negative layer."
         )
         raise ValueError(msg)
     coords = check_array_coords(adata)

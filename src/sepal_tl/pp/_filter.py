@@ -9,6 +9,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from sepal_tl._logging import logger
+from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._uns import record
 from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_choice, check_counts, get_matrix, resolve_libraries
 
@@ -48,6 +49,7 @@ def _spared_rule(exp_frac: np.ndarray, glob_exp_frac: np.ndarray, candidates: np
     return keep
 
 
+@spatialdata_aware()
 def filter(
     adata: AnnData,
     *,
@@ -97,6 +99,8 @@ def filter(
         treats all spots as one slide.
     copy
         Return a filtered copy instead of filtering ``adata`` in place.
+    table_key
+        With a :class:`~spatialdata.SpatialData`: the table to work on (default: the only table, else ``"table"``).
 
     Returns
     -------

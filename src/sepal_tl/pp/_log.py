@@ -7,12 +7,18 @@ from anndata import AnnData
 from scipy import sparse
 
 from sepal_tl._logging import logger
+from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._uns import record
 from sepal_tl._validation import check_finite, get_matrix
 
 
-def log2p(adata: AnnData, *, layer: str = "tpm", key_added: str = "log1p", copy: bool = False) -> AnnData | None:
-    """``log2(x + 1)`` of a layer, SEPAL's expression scale (the layer is called ``log1p`` as in SEPAL).
+@spatialdata_aware()
+def log2p(adata: AnnData, *, layer: str = "tpm", key_added: str = "log2tpm", copy: bool = False) -> AnnData | None:
+    """``log2(x + 1)`` of a layer, SEPAL's expression scale.
+
+    The output layer is named for what it holds: ``"log2tpm"`` = log2(TPM + 1). SEPAL (and sepal_tl before 0.2)
+    called it ``"log1p"``, the name scanpy uses for the natural log; pass ``key_added="log1p"`` to keep the old
+    name, or rename an old object's layer with ``adata.layers["log2tpm"] = adata.layers.pop("log1p")``.
 
     Parameters
     ----------
@@ -24,6 +30,8 @@ def log2p(adata: AnnData, *, layer: str = "tpm", key_added: str = "log1p", copy:
         Name of the output layer.
     copy
         Return a copy instead of writing to ``adata``.
+    table_key
+        With a :class:`~spatialdata.SpatialData`: the table to work on (default: the only table, else ``"table"``).
 
     Returns
     -------

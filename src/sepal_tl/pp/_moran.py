@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -11,10 +12,23 @@ from anndata import AnnData
 from scipy import sparse
 
 from sepal_tl._compat import import_squidpy
+from sepal_tl._geometry import resolve_geometry
 from sepal_tl._graph import lattice_graph
 from sepal_tl._logging import logger
+from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._uns import record
-from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_finite, get_matrix, resolve_libraries
+from sepal_tl._validation import (
+    DEFAULT_LIBRARY_KEY,
+    check_array_coords,
+    check_choice,
+    check_finite,
+    check_spatial,
+    get_matrix,
+    resolve_libraries,
+)
+
+#: The authors' squidpy graphs per lattice: ``spatial_neighbors`` options on pixel coordinates.
+REFERENCE_GRAPHS = {"hex": {"coord_type": "generic", "n_neighs": 6}, "square": {"coord_type": "grid", "n_neighs": 8}}
 
 
 def _slide_moran(values, adjacency: sparse.csr_matrix) -> np.ndarray:
@@ -36,6 +50,37 @@ def _slide_moran(values, adjacency: sparse.csr_matrix) -> np.ndarray:
     return result["I"].reindex(slide.var_names).to_numpy(dtype=float)
 
 
+@spatialdata_aware()
+def reference_graph(adata: AnnData, libraries: pd.Series, geometry: str) -> sparse.csr_matrix:
+    """The authors' graph: per slide, :func:`squidpy.gr.spatial_neighbors` on ``obsm["spatial"]`` (pixels).
+
+    Visium (hex): the directed 6-nearest-neighbour graph (``coord_type="generic"``); legacy ST (square): squidpy's
+    grid builder with 8 neighbours. Slides are never connected.
+    """
+    coords = check_spatial(adata)
+    sq = import_squidpy()
+    codes = pd.Categorical(libraries.to_numpy()).codes
+    rows, cols = [], []
+    for code in np.unique(codes):
+        idx = np.flatnonzero(codes == code)
+        options = REFERENCE_GRAPHS[geometry]
+        if idx.size <= options["n_neighs"]:
+            msg = (
+                f"Slide {libraries.iloc[idx[0]]!r} has {idx.size} spots, too few for the reference graph's "
+                f"{options['n_neighs']} neighbours; use graph='lattice'."
+            )
+            raise ValueError(msg)
+        slide = AnnData(obs=pd.DataFrame(index=[str(i) for i in range(idx.size)]), obsm={"spatial": coords[idx]})
+        sq.gr.spatial_neighbors(slide, **options)
+        graph = slide.obsp["spatial_connectivities"].tocoo()
+        rows.append(idx[graph.row])
+        cols.append(idx[graph.col])
+    src, dst = np.concatenate(rows), np.concatenate(cols)
+    adjacency = sparse.csr_matrix((np.ones(src.size, dtype=np.float32), (src, dst)), shape=(adata.n_obs,) * 2)
+    adjacency.sort_indices()
+    return adjacency
+
+
 def select_genes(
     adata: AnnData,
     *,
@@ -43,17 +88,22 @@ def select_genes(
     layer: str = "denoised",
     slides: Sequence[str] | None = None,
     geometry: str = "auto",
+    graph: Literal["lattice", "reference"] = "lattice",
     subset: bool = False,
     key_added: str = "moran_i",
+    connectivities_key: str | None = "sepal_connectivities",
     library_key: str | None = DEFAULT_LIBRARY_KEY,
     copy: bool = False,
 ) -> AnnData | None:
     """Rank genes by spatial autocorrelation (Moran's I) and select the top ``n_top``.
 
     Moran's I is computed per slide with :func:`squidpy.gr.spatial_autocorr` (row-normalised weights, no
-    permutations) on the lattice graph of that slide (6 hex neighbours for Visium, the 4 edge neighbours of the
-    square legacy-ST grid), then averaged over the chosen slides; a gene that is constant on a slide has no I
-    there and is averaged over the other slides.
+    permutations) on the slide's graph, then averaged over the chosen slides; a gene that is constant on a slide
+    has no I there and is averaged over the other slides. ``graph="lattice"`` (default) uses the exact lattice
+    (6 hex neighbours for Visium, the 4 edge neighbours of the square legacy-ST grid, from the array
+    coordinates); ``graph="reference"`` reproduces the authors' squidpy graphs on pixel coordinates (Visium: the
+    directed 6-nearest-neighbour graph; legacy ST: squidpy's grid builder with 8 neighbours), to reproduce the
+    paper's gene selection exactly. ``docs/differences.md`` gives the measured overlap of the two selections.
 
     SEPAL ranks on every slide, test slides included, which leaks test information into the gene choice. Pass
     ``slides=`` (e.g. the training slides) to rank leak-free.
@@ -70,20 +120,28 @@ def select_genes(
         Slides (values of ``obs[library_key]``) to rank on; ``None`` uses all slides.
     geometry
         ``"auto"`` (from the array coordinates), ``"hex"`` (Visium) or ``"square"`` (legacy ST).
+    graph
+        ``"lattice"`` (exact lattice neighbours) or ``"reference"`` (the authors' squidpy graphs; needs
+        ``obsm["spatial"]``).
     subset
         Subset ``adata`` to the selected genes (ordered as in ``adata``) instead of only flagging them.
     key_added
         ``var`` column for the mean Moran's I. The selection flag goes to ``var["highly_spatial"]``.
+    connectivities_key
+        ``obsp`` key for the graph used; ``None`` stores none. The default never touches squidpy's
+        ``obsp["spatial_connectivities"]``; pass that name to replace it.
     library_key
         Column of ``adata.obs`` naming each spot's slide.
     copy
         Return a copy instead of writing to ``adata``.
+    table_key
+        With a :class:`~spatialdata.SpatialData`: the table to work on (default: the only table, else ``"table"``).
 
     Returns
     -------
     A copy if ``copy=True``, else ``None``. Sets ``var[key_added]`` (mean over the chosen slides),
-    ``var["highly_spatial"]``, ``varm[f"{key_added}_per_slide"]`` (one column per chosen slide), the symmetric
-    lattice graph in ``obsp["spatial_connectivities"]`` and ``uns["sepal"]["pp"]["select_genes"]``.
+    ``var["highly_spatial"]``, ``varm[f"{key_added}_per_slide"]`` (one column per chosen slide), the graph in
+    ``obsp[connectivities_key]`` and ``uns["sepal"]["pp"]["select_genes"]``.
     """
     if not isinstance(n_top, int | np.integer) or n_top < 1:
         msg = f"n_top must be a positive integer, got {n_top!r}."
@@ -100,7 +158,12 @@ def select_genes(
     if unknown or not chosen:
         msg = f"slides={list(chosen)} must be a non-empty subset of the slides in obs[{library_key!r}]: {available}."
         raise ValueError(msg)
-    adjacency, geom = lattice_graph(adata, libraries, geometry=geometry)
+    check_choice("graph", graph, ["lattice", "reference"])
+    if graph == "lattice":
+        adjacency, geom = lattice_graph(adata, libraries, geometry=geometry)
+    else:
+        geom = resolve_geometry(geometry, check_array_coords(adata))
+        adjacency = reference_graph(adata, libraries, geom)
 
     per_slide = {}
     for lib in chosen:
@@ -120,7 +183,8 @@ def select_genes(
     adata.var[key_added] = moran.to_numpy()
     adata.var["highly_spatial"] = selected
     adata.varm[f"{key_added}_per_slide"] = table
-    adata.obsp["spatial_connectivities"] = adjacency
+    if connectivities_key is not None:
+        adata.obsp[connectivities_key] = adjacency
     record(
         adata,
         "pp",
@@ -130,6 +194,8 @@ def select_genes(
             "layer": layer,
             "slides": chosen,
             "geometry": geom,
+            "graph": graph,
+            "connectivities_key": connectivities_key,
             "subset": subset,
             "key_added": key_added,
             "library_key": library_key,

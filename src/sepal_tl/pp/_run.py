@@ -9,6 +9,7 @@ import pandas as pd
 from anndata import AnnData
 
 from sepal_tl._logging import logger
+from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._uns import record
 from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_choice
 
@@ -30,6 +31,7 @@ _FILTER_KEYS = (
 )
 
 
+@spatialdata_aware()
 def run(
     adata: AnnData,
     *,
@@ -39,7 +41,7 @@ def run(
     library_key: str | None = DEFAULT_LIBRARY_KEY,
     copy: bool = False,
     **overrides: Any,
-) -> AnnData | pd.DataFrame:
+) -> AnnData | None:
     """Run SEPAL's benchmark pipeline: filter → TPM → log2(TPM + 1) → denoise → Moran selection → ComBat.
 
     Parameters
@@ -56,16 +58,19 @@ def run(
     library_key
         Column of ``adata.obs`` naming each spot's slide.
     copy
-        Work on a copy and return it (the summary is then in ``uns["sepal"]["pp"]["summary"]``).
+        Work on a copy and return it instead of changing ``adata``.
     **overrides
         Any preset value: ``min_counts_spot``, ``max_counts_spot``, ``min_counts_gene``, ``max_counts_gene``,
         ``min_frac_slide``, ``min_frac_global``, ``n_top``, ``combat_key`` (``None`` skips ComBat).
+    table_key
+        With a :class:`~spatialdata.SpatialData`: the table to work on (default: the only table, else ``"table"``).
 
     Returns
     -------
-    With ``copy=False`` a summary DataFrame (spots and genes after each step); with ``copy=True`` the processed
-    copy. ``adata`` ends up with layers ``counts``, ``tpm``, ``log1p``, ``denoised``, ``observed`` (and ``combat``),
-    subset to the selected genes.
+    The processed copy if ``copy=True``, else ``None`` (as scanpy's functions). The data end up with layers
+    ``counts``, ``tpm``, ``log2tpm`` (log2(TPM + 1); called ``log1p`` before 0.2), ``denoised``, ``observed`` (and
+    ``combat``), subset to the selected genes. Spots and genes left after each step, and the imputed fraction, are
+    in ``uns["sepal"]["pp"]["summary"]``; :func:`run_summary` gives them as a table.
     """
     check_choice("preset", preset, list(PRESETS))
     unknown = sorted(set(overrides) - set(PRESETS[preset]))
@@ -82,7 +87,7 @@ def run(
     tpm(work, gene_lengths=gene_lengths)
     rows.append(("tpm", work.n_obs, work.n_vars))
     log2p(work)
-    denoise(work, library_key=library_key)
+    denoise(work, layer="log2tpm", counts_layer="counts", library_key=library_key)
     rows.append(("denoise", work.n_obs, work.n_vars))
     select_genes(work, n_top=params["n_top"], slides=slides, subset=True, library_key=library_key)
     rows.append(("select_genes", work.n_obs, work.n_vars))
@@ -102,8 +107,18 @@ def run(
     if copy:
         return work
     _replace_contents(adata, work)
-    summary.attrs["imputed_fraction"] = imputed
-    return summary
+    return None
+
+
+def run_summary(adata: AnnData) -> pd.DataFrame:
+    """Spots and genes left after each step of :func:`run` (index: step), ``attrs["imputed_fraction"]`` set."""
+    stored = adata.uns.get("sepal", {}).get("pp", {}).get("summary")
+    if stored is None:
+        msg = "adata has no sepal.pp.run summary (uns['sepal']['pp']['summary']); run sepal.pp.run first."
+        raise KeyError(msg)
+    table = pd.DataFrame({key: stored[key] for key in ("step", "n_spots", "n_genes")}).set_index("step")
+    table.attrs["imputed_fraction"] = float(stored["imputed_fraction"])
+    return table
 
 
 def _replace_contents(target: AnnData, source: AnnData) -> None:

@@ -10,6 +10,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from sepal_tl._logging import logger
+from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._uns import record
 from sepal_tl._validation import check_counts, get_matrix
 
@@ -32,6 +33,7 @@ def _tpm_matrix(counts, lengths: np.ndarray) -> tuple[np.ndarray | sparse.csr_ma
     return out, int((totals == 0).sum())
 
 
+@spatialdata_aware()
 def tpm(
     adata: AnnData,
     *,
@@ -63,6 +65,8 @@ def tpm(
         Name of the output layer.
     copy
         Return a copy instead of writing to ``adata``.
+    table_key
+        With a :class:`~spatialdata.SpatialData`: the table to work on (default: the only table, else ``"table"``).
 
     Returns
     -------
