@@ -68,7 +68,8 @@ def run_pipeline(
     timings: dict[str, float] = {}
     start = time.perf_counter()
     print(f"[1/4] preprocessing (sepal.pp.run, preset {pp_preset!r}) ...", flush=True)
-    summary = sepal.pp.run(adata, preset=pp_preset, slides=rank_slides, library_key=LIBRARY_KEY, **pp_overrides)
+    sepal.pp.run(adata, preset=pp_preset, slides=rank_slides, library_key=LIBRARY_KEY, **pp_overrides)
+    summary = sepal.pp.run_summary(adata)
     timings["preprocessing"] = time.perf_counter() - start
 
     print(f"[2/4] fitting the model (preset {model_preset!r}, spatial stage: {spatial}) ...", flush=True)
