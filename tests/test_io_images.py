@@ -50,12 +50,12 @@ def test_read_tiff_rgb_and_channel_first(tmp_path):
     np.testing.assert_array_equal(read_image(tmp_path / "cyx.tif"), rgb)
 
 
-def test_read_16bit_tiff_is_rescaled(tmp_path):
-    grey = np.array([[0, 1000], [2000, 4000]], dtype=np.uint16)
+def test_read_16bit_tiff_is_rescaled_by_the_dtype_range(tmp_path):
+    grey = np.array([[0, 1000], [2000, 65535]], dtype=np.uint16)
     tifffile.imwrite(tmp_path / "g.tif", grey)
     out = read_image(tmp_path / "g.tif")
     assert out.shape == (2, 2, 3)
-    np.testing.assert_array_equal(out[:, :, 0], [[0, 64], [128, 255]])
+    np.testing.assert_array_equal(out[:, :, 0], [[0, 4], [8, 255]])  # round(v * 255 / 65535)
 
 
 def test_tiff_detected_by_content_not_suffix(tmp_path):

@@ -96,6 +96,45 @@ def _check_slides(reader: str, slides: list, base: Path) -> list[dict[str, Any]]
     return out
 
 
+def _declared_slides(data: dict[str, Any]) -> list[str] | None:
+    """The slide names the ``[data]`` section will produce (``None`` when only the download knows them)."""
+    for key in ("n_slides", "seed"):
+        if key in data and data[key] < (1 if key == "n_slides" else 0):
+            msg = f"'data.{key}' must be {'>= 1' if key == 'n_slides' else '>= 0'}, got {data[key]}."
+            raise ConfigError(msg)
+    if data["reader"] == "synthetic":
+        return [f"slide{i}" for i in range(data.get("n_slides", 3))]
+    if data["reader"] == "her2st":
+        sections = data.get("sections")
+        if sections is not None and not all(isinstance(s, str) for s in sections):
+            msg = f"'data.sections' must be a list of section names (strings), got {sections!r}."
+            raise ConfigError(msg)
+        return sections
+    names = [str(slide["library_id"]) for slide in data["slides"]]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        msg = f"'data.slides' names the library_id(s) {repeated} more than once; each slide needs its own."
+        raise ConfigError(msg)
+    return names
+
+
+def _check_split_slides(split: dict[str, list[str]], slides: list[str] | None) -> None:
+    if not split.get("train"):
+        msg = "'split.train' is empty; name at least one training slide."
+        raise ConfigError(msg)
+    if slides is None:
+        return
+    named = [s for names in split.values() for s in names]
+    unknown = sorted(set(named) - set(slides))
+    if unknown:
+        msg = f"[split] names slides {unknown} that are not in the data; the slides are {slides}."
+        raise ConfigError(msg)
+    left_out = sorted(set(slides) - set(named))
+    if left_out:
+        msg = f"Slides {left_out} are in no split; list every slide under split.train, split.val or split.test."
+        raise ConfigError(msg)
+
+
 def load_config(path: str | Path) -> RunConfig:
     """Read and validate a ``sepal run`` TOML file; raise :class:`ConfigError` naming the first problem."""
     path = Path(path)
@@ -133,7 +172,11 @@ def load_config(path: str | Path) -> RunConfig:
     if overlap or set(split.get("val", [])) & set(split.get("test", [])):
         msg = f"A slide may belong to one split only; check {sorted(overlap) or 'val/test'}."
         raise ConfigError(msg)
+    _check_split_slides(split, _declared_slides(data))
     output = sections["output"]
+    if output.get("genes_to_plot", 0) < 0:
+        msg = f"'output.genes_to_plot' must be >= 0, got {output['genes_to_plot']}."
+        raise ConfigError(msg)
     output["dir"] = str((base / output["dir"]).resolve()) if not Path(output["dir"]).is_absolute() else output["dir"]
     return RunConfig(
         data=data,

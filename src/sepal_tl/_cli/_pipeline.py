@@ -10,6 +10,7 @@ import pandas as pd
 from anndata import AnnData
 
 import sepal_tl as sepal
+from sepal_tl._cli._output import write_h5ad
 from sepal_tl._cli._report import write_report
 
 LIBRARY_KEY = "library_id"
@@ -62,9 +63,12 @@ def run_pipeline(
     genes_to_plot: int = 4,
     title: str = "SEPAL run",
 ) -> Path:
-    """Run everything on ``adata`` (with ``obs["split"]``) and write the results to ``out_dir``; return the report."""
+    """Run everything on ``adata`` (with ``obs["split"]``) and write the results to ``out_dir``; return the report.
+
+    ``out_dir`` is expected to be held by :func:`~sepal_tl._cli._output.output_folder`; every file is replaced
+    atomically and the report is written last.
+    """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     start = time.perf_counter()
     print(f"[1/4] preprocessing (sepal.pp.run, preset {pp_preset!r}) ...", flush=True)
@@ -84,7 +88,7 @@ def run_pipeline(
 
     print("[4/4] saving the model, the processed data and the report ...", flush=True)
     model.save(out / "model", overwrite=True)
-    adata.write_h5ad(out / "processed.h5ad")
+    write_h5ad(adata, out / "processed.h5ad")
     report = write_report(
         out,
         adata,

@@ -13,6 +13,7 @@ import pandas as pd
 from anndata import AnnData
 
 import sepal_tl as sepal
+from sepal_tl._atomic import atomic_folder, write_text
 
 _METRICS = ["MSE", "MAE", "PCC-Gene", "R2-Gene", "PCC-Patch", "R2-Patch"]
 
@@ -57,9 +58,22 @@ def write_report(
     genes_to_plot: int,
     title: str,
 ) -> Path:
-    """Write ``report.md`` with the metric tables and PNG figures (gene maps, PCC histogram, training curves)."""
-    figures = out / "figures"
-    figures.mkdir(exist_ok=True)
+    """Write ``report.md`` with the metric tables and PNG figures (gene maps, PCC histogram, training curves).
+
+    The figures are drawn into a temporary folder that replaces ``figures/`` once complete; the report is
+    written (atomically) after them, so it never points to figures of another run.
+    """
+    with atomic_folder(out / "figures") as figures:
+        images = _draw_figures(figures, adata, model, tables=tables, genes_to_plot=genes_to_plot)
+    lines = _report_lines(model, summary=summary, tables=tables, timings=timings, images=images, title=title)
+    report = out / "report.md"
+    write_text(report, "\n".join(lines))
+    return report
+
+
+def _draw_figures(
+    figures: Path, adata: AnnData, model, *, tables: dict[str, pd.DataFrame], genes_to_plot: int
+) -> list[tuple[str, Path]]:
     split = "test" if "test" in tables else next(iter(tables), None)
     images = []
     if split is not None:
@@ -89,7 +103,18 @@ def write_report(
     sepal.pl.training_curves(model, save=path, show=False)
     images.append(("Training curves", path))
     plt.close("all")
+    return images
 
+
+def _report_lines(
+    model,
+    *,
+    summary: pd.DataFrame,
+    tables: dict[str, pd.DataFrame],
+    timings: dict[str, float],
+    images: list[tuple[str, Path]],
+    title: str,
+) -> list[str]:
     lines = [
         f"# {title}",
         "",
@@ -122,6 +147,4 @@ def write_report(
         "safetensors + config.json; load with `sepal.tl.SepalModel.load`).",
         "",
     ]
-    report = out / "report.md"
-    report.write_text("\n".join(lines))
-    return report
+    return lines

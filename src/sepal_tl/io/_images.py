@@ -11,7 +11,9 @@ else (JPEG, PNG, ...) with Pillow. Pillow's decompression-bomb limit is lifted o
 from __future__ import annotations
 
 import os
+import struct
 import threading
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +22,13 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from sepal_tl._logging import logger
+
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+#: bytes at the end of a JPEG searched for its end-of-image marker
+_JPEG_TAIL = 1 << 16
+#: a TIFF without a small enough pyramid level is subsampled to at least this many times the target size
+_STRIDE_MARGIN = 2
 _pixel_limit_lock = threading.Lock()
 _pixel_limit_state: dict[str, object] = {"users": 0, "saved": None}
 
@@ -78,12 +86,13 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     ``(height, width)`` in pixels.
     """
     path = _existing_file(path)
-    if is_tiff(path):
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            return _tiff_yx(series.shape, series.axes)
-    with pil_pixel_limit_lifted(), Image.open(path) as img:
-        width, height = img.size
+    with _decoding(path):
+        if is_tiff(path):
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                return _tiff_yx(series.shape, series.axes)
+        with pil_pixel_limit_lifted(), Image.open(path) as img:
+            width, height = img.size
     return height, width
 
 
@@ -91,8 +100,10 @@ def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
     """Convert an image array to ``uint8`` ``(height, width, 3)`` RGB.
 
     Grey images are repeated over three channels, the alpha channel (2 or 4 channels) is dropped. Integer
-    images with values above 255 (e.g. 16-bit) are rescaled so that their maximum becomes 255; float images
-    in ``[0, 1]`` are multiplied by 255, other float images are clipped to ``[0, 255]``.
+    images wider than 8 bits (e.g. 16-bit) are scaled by the range of their dtype (``uint16``: 0–65535 maps
+    to 0–255; negative values of signed types become 0), never by the image's own maximum: one hot pixel
+    cannot darken the image, and every crop of a slide is converted the same way. Float images in ``[0, 1]``
+    are multiplied by 255, other float images are clipped to ``[0, 255]``.
 
     Parameters
     ----------
@@ -115,10 +126,9 @@ def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
     if array.dtype == bool:
         return array.astype(np.uint8) * 255
     if np.issubdtype(array.dtype, np.integer):
-        top = int(array.max()) if array.size else 0
-        if top > 255:
-            return np.round(np.multiply(array, 255.0 / top, dtype=np.float32)).astype(np.uint8)
-        return np.clip(array, 0, 255).astype(np.uint8)
+        top = float(np.iinfo(array.dtype).max)
+        scaled = np.multiply(np.clip(array, 0, None), 255.0 / top, dtype=np.float32)
+        return np.round(scaled).astype(np.uint8)
     if np.issubdtype(array.dtype, np.floating):
         values = np.nan_to_num(array.astype(np.float32))
         if values.size and values.max() <= 1.0:
@@ -138,9 +148,45 @@ def _tiff_to_yxc(array: np.ndarray, axes: str) -> np.ndarray:
 
 
 def _pil_to_rgb(img: Image.Image) -> np.ndarray:
-    if img.mode.startswith(("I", "F")):  # 16/32-bit grey: let numpy rescale instead of Pillow clipping
+    if img.mode == "I":  # Pillow's 32-bit mode holds 16-bit grey files (PNG, TIFF): scale by the 16-bit range
+        return to_rgb_uint8(np.clip(np.asarray(img), 0, 65535).astype(np.uint16))
+    if img.mode.startswith(("I", "F")):  # 16-bit / float grey: let numpy rescale instead of Pillow clipping
         return to_rgb_uint8(np.asarray(img))
     return np.asarray(img.convert("RGB"))
+
+
+@contextmanager
+def _decoding(path: Path) -> Iterator[None]:
+    """Turn a decoder's error on a damaged or non-image file into a ``ValueError`` that names the file."""
+    try:
+        yield
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error, tifffile.TiffFileError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        msg = (
+            f"Cannot read the image {str(path)!r} ({type(err).__name__}: {err}): the file is truncated, damaged or "
+            "not an image. Pass a complete JPEG, PNG or TIFF file."
+        )
+        raise ValueError(msg) from err
+
+
+def _open_pil(path: Path) -> Image.Image:
+    """Open a non-TIFF image with Pillow, warning about bytes after the end of a JPEG."""
+    img = Image.open(path)
+    if img.format == "JPEG":
+        with open(path, "rb") as fh:
+            fh.seek(max(0, path.stat().st_size - _JPEG_TAIL))
+            tail = fh.read()
+        end = tail.rfind(b"\xff\xd9")
+        extra = tail[end + 2 :] if end >= 0 else b""
+        if extra.strip(b"\x00\r\n\t "):
+            logger.warning(
+                "%s: %d bytes follow the end of the JPEG image; the file may be damaged or two files joined. "
+                "Only the first image is read.",
+                path,
+                len(extra),
+            )
+    return img
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -156,12 +202,13 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     The RGB image (alpha dropped, see :func:`to_rgb_uint8` for other conversions).
     """
     path = _existing_file(path)
-    if is_tiff(path):
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            return to_rgb_uint8(_tiff_to_yxc(series.asarray(), series.axes))
-    with pil_pixel_limit_lifted(), Image.open(path) as img:
-        return _pil_to_rgb(img)
+    with _decoding(path):
+        if is_tiff(path):
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                return to_rgb_uint8(_tiff_to_yxc(series.asarray(), series.axes))
+        with pil_pixel_limit_lifted(), _open_pil(path) as img:
+            return _pil_to_rgb(img)
 
 
 def scaled_size(size: tuple[int, int], max_side: int) -> tuple[tuple[int, int], float]:
@@ -206,6 +253,36 @@ def downscale(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(resized)
 
 
+def _rows_strided(path: Path, level, step: int, byteorder: str) -> np.ndarray:
+    """Every ``step``-th row and column of an uncompressed, contiguous ``YX[S]`` level, read row by row."""
+    height, width = level.shape[:2]
+    channels = level.shape[2] if len(level.shape) == 3 else 1
+    dtype = np.dtype(level.dtype).newbyteorder(byteorder)
+    row_bytes = width * channels * dtype.itemsize
+    rows = range(0, height, step)
+    out = np.empty((len(rows), len(range(0, width, step)), channels), dtype=level.dtype)
+    with open(path, "rb") as fh:
+        for i, row in enumerate(rows):
+            fh.seek(level.dataoffset + row * row_bytes)
+            out[i] = np.frombuffer(fh.read(row_bytes), dtype=dtype).reshape(width, channels)[::step]
+    return out
+
+
+def _tiff_level_strided(path: Path, tif: tifffile.TiffFile, level, step: int) -> np.ndarray:
+    """``level`` subsampled by ``step`` without decoding it whole (rows of a plain file, else chunk by chunk)."""
+    if level.dataoffset is not None and level.axes in ("YX", "YXS"):
+        return _rows_strided(path, level, step, tif.byteorder)
+    import zarr
+
+    store = level.aszarr()
+    try:
+        array = zarr.open(store, mode="r")
+        index = tuple(slice(None, None, step) if ax in "YX" else slice(None) for ax in level.axes)
+        return _tiff_to_yxc(array[index], level.axes)
+    finally:
+        store.close()
+
+
 def _read_tiff_downscaled(path: Path, max_side: int) -> tuple[np.ndarray, float]:
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
@@ -216,7 +293,13 @@ def _read_tiff_downscaled(path: Path, max_side: int) -> tuple[np.ndarray, float]
         for candidate in series.levels:
             if min(np.subtract(_tiff_yx(candidate.shape, candidate.axes), target)) >= 0:
                 level = candidate
-        array = _tiff_to_yxc(level.asarray(), level.axes)
+        size = _tiff_yx(level.shape, level.axes)
+        # without a small enough level, keep every step-th pixel (at least twice the target) and filter that
+        step = int(min(size[0] / target[0], size[1] / target[1]) // _STRIDE_MARGIN)
+        if step >= 2:
+            array = _tiff_level_strided(path, tif, level, step)
+        else:
+            array = _tiff_to_yxc(level.asarray(), level.axes)
     return downscale(array, target), scale
 
 
@@ -224,7 +307,10 @@ def read_image_downscaled(path: str | os.PathLike, *, max_side: int) -> tuple[np
     """Read an image directly at a reduced size, without holding the full-resolution pixels.
 
     JPEGs are decoded at a reduced DCT scale (Pillow's ``draft``) and pyramidal TIFFs from the smallest
-    sufficient level; the result is then resized exactly with :func:`downscale`.
+    sufficient level. A TIFF without such a level is subsampled while it is read (every k-th row and column,
+    keeping at least twice the target size): row by row for an uncompressed file, strip by strip or tile by
+    tile otherwise, so the full-resolution pixels are never held at once. The result is then resized exactly
+    (with antialiasing) by :func:`downscale`.
 
     Parameters
     ----------
@@ -239,13 +325,14 @@ def read_image_downscaled(path: str | os.PathLike, *, max_side: int) -> tuple[np
     onto it (``tissue_hires_scalef`` / ``tissue_lowres_scalef`` in Space Ranger terms).
     """
     path = _existing_file(path)
-    if is_tiff(path):
-        return _read_tiff_downscaled(path, max_side)
-    with pil_pixel_limit_lifted(), Image.open(path) as img:
-        width, height = img.size
-        target, scale = scaled_size((height, width), max_side)
-        img.draft("RGB", (target[1], target[0]))
-        array = _pil_to_rgb(img)
+    with _decoding(path):
+        if is_tiff(path):
+            return _read_tiff_downscaled(path, max_side)
+        with pil_pixel_limit_lifted(), _open_pil(path) as img:
+            width, height = img.size
+            target, scale = scaled_size((height, width), max_side)
+            img.draft("RGB", (target[1], target[0]))
+            array = _pil_to_rgb(img)
     return downscale(array, target), scale
 
 

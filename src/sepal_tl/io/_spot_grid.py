@@ -1,9 +1,14 @@
-"""Virtual spots for H&E-only images: a Visium-like hexagonal grid laid over the tissue (:func:`spot_grid`)."""
+"""Virtual spots for H&E-only images: a Visium-like hex (or legacy-ST square) grid over the tissue (:func:`spot_grid`).
+
+A path is read at reduced size only (:func:`~sepal_tl.io._images.read_image_downscaled`: pyramid levels, JPEG
+draft decoding, or a strided read of a plain TIFF), so even a 30k x 30k image is never decoded whole here.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -12,7 +17,7 @@ from scipy import ndimage, sparse
 
 from sepal_tl._logging import logger
 from sepal_tl._uns import record
-from sepal_tl._validation import check_positive
+from sepal_tl._validation import check_choice, check_positive
 from sepal_tl.io._common import check_library_id, spatial_entry
 from sepal_tl.io._images import (
     _existing_file,
@@ -22,7 +27,7 @@ from sepal_tl.io._images import (
     scaled_size,
     to_rgb_uint8,
 )
-from sepal_tl.io._st import HIRES_MAX_SIDE, LOWRES_MAX_SIDE
+from sepal_tl.io._st import HIRES_MAX_SIDE, LOWRES_MAX_SIDE, SPOT_DIAMETER_PER_PITCH
 
 __all__ = ["VISIUM_PITCH_PER_DIAMETER", "spot_grid", "tissue_mask"]
 
@@ -134,6 +139,23 @@ def _hex_grid(size: tuple[int, int], pitch: float) -> tuple[np.ndarray, np.ndarr
     return rows, cols, x0 + cols * dx, y0 + rows * dy
 
 
+def _square_grid(size: tuple[int, int], pitch: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Legacy-ST-style square lattice centred on the image: ``(array_row, array_col, x, y)``."""
+    height, width = size
+    n_cols = int(np.floor(width / pitch)) + 1
+    n_rows = int(np.floor(height / pitch)) + 1
+    if n_rows * n_cols > _MAX_CANDIDATES:
+        msg = (
+            f"pitch_px={pitch:g} gives about {n_rows * n_cols:,} grid points on a {width} x {height} px image; "
+            "that is far more than any spot array. Pass a larger pitch_px (or spot_diameter_px)."
+        )
+        raise ValueError(msg)
+    rows, cols = (grid.ravel() for grid in np.meshgrid(np.arange(n_rows), np.arange(n_cols), indexing="ij"))
+    x0 = (width - (n_cols - 1) * pitch) / 2
+    y0 = (height - (n_rows - 1) * pitch) / 2
+    return rows, cols, x0 + cols * pitch, y0 + rows * pitch
+
+
 def _load(image) -> tuple[np.ndarray | None, Path | None, tuple[int, int]]:
     if isinstance(image, str | os.PathLike):
         path = _existing_file(image)
@@ -154,14 +176,16 @@ def spot_grid(
     min_tissue_fraction: float = 0.5,
     library_id: str = "he",
     microns_per_pixel: float | None = None,
+    geometry: Literal["hex", "square"] = "hex",
 ) -> AnnData:
-    """Lay a Visium-like hexagonal grid of virtual spots over the tissue of an H&E-only image.
+    """Lay a Visium-like hexagonal (or legacy-ST square) grid of virtual spots over the tissue of an H&E image.
 
     The result looks like the output of :mod:`sepal_tl.io` readers without expression, so that a trained
     model can predict expression on a slide that was never sequenced.
 
     Grid points are ``pitch_px`` apart on a hexagonal lattice (rows ``pitch_px * √3/2`` apart, every other row
-    shifted by half a pitch), centred on the image. A point is kept when at least ``min_tissue_fraction`` of
+    shifted by half a pitch) or, with ``geometry="square"``, on a square lattice as legacy ST arrays, centred on
+    the image. A point is kept when at least ``min_tissue_fraction`` of
     its spot disc (diameter ``spot_diameter_px``) is tissue. Tissue is found by :func:`tissue_mask` on a
     downscaled copy (longest side 2,000 px, more when spots would be under 8 px there): HSV saturation above
     ``tissue_threshold`` (glass is bright and grey, H&E is purple and pink), small specks removed and holes
@@ -177,7 +201,8 @@ def spot_grid(
         legacy ST: 100 µm, divided by the image's µm per pixel).
     pitch_px
         Centre-to-centre distance of neighbouring spots in full-resolution pixels. Default
-        ``spot_diameter_px * 100 / 55`` (Visium's 100 µm pitch for 55 µm spots).
+        ``spot_diameter_px * 100 / 55`` (Visium's 100 µm pitch for 55 µm spots) for ``"hex"`` and
+        ``spot_diameter_px * 2`` (legacy ST's 200 µm pitch for 100 µm spots) for ``"square"``.
     tissue_threshold
         HSV saturation above which a pixel counts as tissue (0–1). Lower it for pale stains; raise it when
         background tint is taken for tissue.
@@ -187,6 +212,9 @@ def spot_grid(
         Name of the slide (``obs["library_id"]``, key of ``uns["spatial"]``).
     microns_per_pixel
         Optional resolution of the image, stored in ``metadata["microns_per_pixel"]``.
+    geometry
+        ``"hex"`` (Visium) or ``"square"`` (legacy ST): use the lattice the model's spatial stage was trained on,
+        so that neighbourhoods mean the same as in training.
 
     Returns
     -------
@@ -194,12 +222,13 @@ def spot_grid(
 
     - ``X``: an empty ``(n_spots, 0)`` CSR matrix;
     - ``obs_names`` ``f"{library_id}_{array_row}_{array_col}"``; ``obs["library_id"]`` (categorical),
-      ``obs["array_row"]`` / ``obs["array_col"]`` (Visium's doubled-column hex indices: row + col is even,
-      neighbours at (0, ±2) and (±1, ±1)), ``obs["tissue_fraction"]``;
+      ``obs["array_row"]`` / ``obs["array_col"]`` (hex: Visium's doubled-column indices, row + col is even,
+      neighbours at (0, ±2) and (±1, ±1); square: plain row and column, neighbours at (0, ±1) and (±1, 0)),
+      ``obs["tissue_fraction"]``;
     - ``obsm["spatial"]``: spot centres in full-resolution pixels (x = column, y = row), ``float64``;
     - ``uns["spatial"][library_id]``: ``images`` (``hires``: longest side 2,000 px, ``lowres``: 600 px),
       ``scalefactors`` (``spot_diameter_fullres``, ``tissue_hires_scalef``, ``tissue_lowres_scalef``) and
-      ``metadata`` (``source_image_path`` when ``image`` is a path, ``pitch_px``, ``tissue_threshold``,
+      ``metadata`` (``source_image_path`` when ``image`` is a path, ``pitch_px``, ``geometry``, ``tissue_threshold``,
       ``min_tissue_fraction``, ``microns_per_pixel`` when given);
     - ``uns["sepal"]["io"]["spot_grid"]``: the parameters.
 
@@ -210,8 +239,14 @@ def spot_grid(
     >>> he.n_obs, he.obs[["array_row", "array_col"]].head(2)
     """
     library_id = check_library_id(library_id)
+    check_choice("geometry", geometry, ("hex", "square"))
     diameter = check_positive("spot_diameter_px", spot_diameter_px)
-    pitch = diameter * VISIUM_PITCH_PER_DIAMETER if pitch_px is None else check_positive("pitch_px", pitch_px)
+    default_pitch = diameter * (VISIUM_PITCH_PER_DIAMETER if geometry == "hex" else 1 / SPOT_DIAMETER_PER_PITCH)
+    pitch = default_pitch if pitch_px is None else check_positive("pitch_px", pitch_px)
+    for name, value in (("tissue_threshold", tissue_threshold), ("min_tissue_fraction", min_tissue_fraction)):
+        if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+            msg = f"{name} must be a number, got {type(value).__name__} ({value!r})."
+            raise TypeError(msg)
     if not 0 < float(tissue_threshold) < 1:
         msg = f"tissue_threshold must lie strictly between 0 and 1 (an HSV saturation), got {tissue_threshold!r}."
         raise ValueError(msg)
@@ -246,7 +281,7 @@ def spot_grid(
         )
         raise ValueError(msg)
 
-    rows, cols, x, y = _hex_grid(size, pitch)
+    rows, cols, x, y = (_hex_grid if geometry == "hex" else _square_grid)(size, pitch)
     fraction = _disc_fraction(
         mask,
         np.floor(y * mask_scale).astype(np.int64),
@@ -274,6 +309,7 @@ def spot_grid(
     metadata: dict[str, object] = {
         "source": "sepal_tl.io.spot_grid",
         "pitch_px": pitch,
+        "geometry": geometry,
         "tissue_threshold": float(tissue_threshold),
         "min_tissue_fraction": float(min_tissue_fraction),
         "tissue_fraction_of_image": float(mask.mean()),
@@ -311,6 +347,7 @@ def spot_grid(
             "image": str(path) if path is not None else "array",
             "spot_diameter_px": diameter,
             "pitch_px": pitch,
+            "geometry": geometry,
             "tissue_threshold": float(tissue_threshold),
             "min_tissue_fraction": float(min_tissue_fraction),
             "library_id": library_id,
