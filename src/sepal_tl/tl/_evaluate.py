@@ -10,6 +10,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from sepal_tl._logging import logger
+from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._uns import record
 from sepal_tl._validation import DEFAULT_LIBRARY_KEY, resolve_libraries
 from sepal_tl.tl._metrics import COUNTS, METRICS, AxisScores, prepare, skip_report, summarize
@@ -45,6 +46,7 @@ def _storable(key: str) -> str:
     return str(key).replace("/", "_")
 
 
+@spatialdata_aware()
 def evaluate(
     adata: AnnData,
     *,
@@ -84,8 +86,10 @@ def evaluate(
     truth
         Layer with the ground truth (SEPAL: the denoised log2(TPM + 1)).
     pred
-        Layer with the prediction. Genes whose prediction is not finite on every selected spot (e.g. NaN columns
-        for genes the model does not predict) are not evaluated.
+        Layer with the prediction. Genes whose prediction is NaN on every selected spot (the columns
+        :func:`~sepal_tl.tl.predict` leaves NaN for genes the model does not predict) are not evaluated and are
+        counted in ``n_genes_not_predicted``; any other NaN or infinite prediction is an error, never silently
+        dropped.
     mask
         Boolean layer, ``True`` where the truth was observed (raw count > 0); the imputed entries are not scored.
     split
@@ -100,12 +104,15 @@ def evaluate(
         Column of ``adata.obs`` naming each spot's slide (used by ``per_slide``).
     per_slide
         Add one row per slide of the split, named ``f"{pred} [{slide}]"`` (and ``f"mean_baseline [{slide}]"``).
+    table_key
+        With a :class:`~spatialdata.SpatialData`: the table to work on (default: the only table, else ``"table"``);
+        spots, spot sizes and images are found through the elements it annotates (see :mod:`sepal_tl._sdata`).
 
     Returns
     -------
     One row per model (``pred``, then ``"mean_baseline"``, then the per-slide rows) with columns ``MSE``, ``MAE``,
     ``PCC-Gene``, ``R2-Gene``, ``PCC-Patch``, ``R2-Patch``, ``n_spots``, ``n_genes`` (genes evaluated),
-    ``n_observed`` (observed entries scored), ``n_genes_pcc``, ``n_genes_r2``, ``n_spots_pcc`` and ``n_spots_r2``.
+    ``n_genes_not_predicted`` (genes left out because their prediction is all NaN), ``n_observed`` (observed entries scored), ``n_genes_pcc``, ``n_genes_r2``, ``n_spots_pcc`` and ``n_spots_r2``.
 
     Also sets:
 
@@ -161,21 +168,24 @@ def evaluate(
     libraries = resolve_libraries(adata, library_key).iloc[selected] if per_slide else None
 
     p_all = _rows(pred_m, selected)
-    genes = np.isfinite(p_all).all(axis=0)
-    if not genes.any():
+    finite = np.isfinite(p_all)
+    not_predicted = np.isnan(p_all).all(axis=0)  # the NaN columns tl.predict writes for genes outside the model
+    partial = ~finite.all(axis=0) & ~not_predicted
+    if partial.any():
+        names = list(adata.var_names[partial][:5])
         msg = (
-            f"layers[{pred!r}] has no gene whose prediction is finite on all {selected.size} selected spots; "
-            "nothing to evaluate."
+            f"layers[{pred!r}] has {int((~finite[:, partial]).sum())} NaN or infinite predictions in "
+            f"{int(partial.sum())} gene(s) on the selected spots (e.g. {names}), so their scores would be wrong. "
+            "Fix or refit the model; a gene the model does not predict must be NaN on every spot."
         )
         raise ValueError(msg)
-    gene_idx = np.flatnonzero(genes)
-    if gene_idx.size < adata.n_vars:
-        logger.info(
-            "%d of %d genes have no finite prediction in layers[%r] on the selected spots; they are not evaluated",
-            adata.n_vars - gene_idx.size,
-            adata.n_vars,
-            pred,
+    if not_predicted.all():
+        msg = (
+            f"layers[{pred!r}] has no gene whose prediction is finite on the {selected.size} selected spots (all "
+            "NaN); nothing to evaluate."
         )
+        raise ValueError(msg)
+    gene_idx = np.flatnonzero(~not_predicted)
     y_all = _rows(truth_m, selected)[:, gene_idx]
     m_all = _rows(mask_m, selected)[:, gene_idx]
     p_all = p_all[:, gene_idx]
@@ -208,6 +218,7 @@ def evaluate(
                 **{k: result[k] for k in METRICS},
                 "n_spots": rows.size,
                 "n_genes": gene_idx.size,
+                "n_genes_not_predicted": adata.n_vars - gene_idx.size,
                 **{k: result[k] for k in COUNTS},
             }
             warn_lines += [
@@ -217,7 +228,7 @@ def evaluate(
             if label == pred:
                 pooled_genes = gene_scores
     frame = pd.DataFrame.from_dict(table, orient="index")
-    for col in ("n_spots", "n_genes", *COUNTS):
+    for col in ("n_spots", "n_genes", "n_genes_not_predicted", *COUNTS):
         frame[col] = frame[col].astype(np.int64)
     if warn_lines:
         warnings.warn(
