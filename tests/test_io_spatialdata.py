@@ -82,7 +82,7 @@ def test_elements_and_lazy_full_image(two_slides, monkeypatch):
     monkeypatch.setattr(_spatialdata, "read_image", counting_read)
     sdata = sepal.io.to_spatialdata(two_slides)
     assert set(sdata.images) == {"S1_full_image", "S1_hires_image", "S1_lowres_image"}
-    assert set(sdata.shapes) == {"S1_spots", "S2_spots"}
+    assert set(sdata.shapes) == {"S1", "S2"}
     assert set(sdata.tables) == {"table"}
 
     full = sdata.images["S1_full_image"]
@@ -94,7 +94,7 @@ def test_elements_and_lazy_full_image(two_slides, monkeypatch):
     assert len(reads) == 1
     np.testing.assert_array_equal(corner, np.moveaxis(read_image(source)[:2, :2], 2, 0))
 
-    spots = sdata.shapes["S1_spots"]
+    spots = sdata.shapes["S1"]
     diameter = two_slides.uns["spatial"]["S1"]["scalefactors"]["spot_diameter_fullres"]
     assert diameter == pytest.approx(30.0)
     np.testing.assert_allclose(spots["radius"], diameter / 2)
@@ -104,7 +104,7 @@ def test_elements_and_lazy_full_image(two_slides, monkeypatch):
 
     table = sdata.tables["table"]
     assert table.uns["spatialdata_attrs"] == {
-        "region": ["S1_spots", "S2_spots"],
+        "region": ["S1", "S2"],
         "region_key": "region",
         "instance_key": "spot_id",
     }
@@ -162,7 +162,7 @@ def test_errors(two_slides):
     del no_coords.obsm["spatial"]
     with pytest.raises(KeyError, match="obsm"):
         sepal.io.to_spatialdata(no_coords)
-    with pytest.raises(KeyError, match="no table 'other'"):
+    with pytest.raises(KeyError, match="table_key='other' is not a table"):
         sepal.io.from_spatialdata(sepal.io.to_spatialdata(two_slides), table_key="other")
 
 

@@ -249,6 +249,7 @@ class SlideElements:
     rows: np.ndarray
     centres: np.ndarray
     diameter: float
+    region: str  # the shapes element (the first, when the slide spans several)
     image: Any = None  # DataArray (c, y, x) of the highest resolution, or None
     image_name: str | None = None
     display: tuple[Any, float] | None = None  # (DataArray (c, y, x), image pixels per frame unit) for plots
@@ -273,22 +274,30 @@ class SlideElements:
         return view
 
 
-def _pictures(sdata, names: list[str], shapes_systems: dict, region: str, centres: np.ndarray) -> list[_Picture]:
-    pictures = []
-    for name in names:
-        levels = _levels(sdata.images[name])
-        for level in levels:
-            systems = _transformations(level) or _transformations(sdata.images[name])
-            cs = _shared_system(shapes_systems, systems, (region, name), centres)
-            pictures.append(_Picture(name, level, _affine(systems[cs]) @ np.linalg.inv(_affine(shapes_systems[cs]))))
-    return pictures
+def image_to_shapes(sdata, image: str, level, region: str, centres: np.ndarray) -> np.ndarray:
+    """3 × 3 map from the pixels of ``level`` (of image element ``image``) to the own coordinates of shapes ``region``.
+
+    Goes through a coordinate system both elements share (errors: none shared, or several that disagree).
+    """
+    shape_systems = _transformations(sdata.shapes[region])
+    systems = _transformations(level) or _transformations(sdata.images[image])
+    cs = _shared_system(shape_systems, systems, (region, image), centres)
+    return np.linalg.inv(_affine(shape_systems[cs])) @ _affine(systems[cs])
+
+
+def _pictures(sdata, names: list[str], region: str, centres: np.ndarray) -> list[_Picture]:
+    return [
+        _Picture(name, level, image_to_shapes(sdata, name, level, region, centres))
+        for name in names
+        for level in _levels(sdata.images[name])
+    ]
 
 
 def _choose_image(
-    sdata, lib: str, region: str, names: list[str], shape_systems: dict, centres: np.ndarray, explicit: bool
+    sdata, lib: str, region: str, names: list[str], centres: np.ndarray, explicit: bool
 ) -> list[_Picture]:
     """Every level of the one picture for ``lib`` (maps: image pixels -> the shapes' own coordinates)."""
-    pictures = _pictures(sdata, names, shape_systems, region, centres)
+    pictures = _pictures(sdata, names, region, centres)
     groups: list[list[_Picture]] = []
     for picture in pictures:
         group = next((g for g in groups if _same_picture(g[0], picture)), None)
@@ -352,22 +361,23 @@ def resolve_slides(
         for region in lib_regions:
             part = regions[rows] == region
             centres[part], diameters[part] = _shape_geometry(sdata.shapes[region], instances[rows[part]], region)
-        slide = SlideElements(lib, rows, centres, float(np.median(diameters)) if rows.size else 1.0)
+        slide = SlideElements(lib, rows, centres, float(np.median(diameters)) if rows.size else 1.0, lib_regions[0])
         if images is not None:
-            _attach_image(sdata, slide, lib_regions[0], names, choice)
+            _attach_image(sdata, slide, names, choice)
         slides[lib] = slide
     return slides
 
 
-def _attach_image(sdata, slide: SlideElements, region: str, libraries: list[str], choice: Any) -> None:
+def _attach_image(sdata, slide: SlideElements, libraries: list[str], choice: Any) -> None:
     """Map ``slide`` into the pixels of its image and keep the image (and a display level) on it."""
+    region = slide.region
     shape_systems = _transformations(sdata.shapes[region])
     chosen = _chosen_names(choice, slide.library_id, sdata)
     names = chosen or _candidate_images(sdata, slide.library_id, libraries, shape_systems)
     if not names:
         logger.info("slide %r: no image element shares a coordinate system with %r", slide.library_id, region)
         return
-    pictures = _choose_image(sdata, slide.library_id, region, names, shape_systems, slide.centres, chosen is not None)
+    pictures = _choose_image(sdata, slide.library_id, region, names, slide.centres, chosen is not None)
     best = min(pictures, key=lambda p: p.pixel)
     to_pixels = np.linalg.inv(best.to_shapes)  # shapes' coordinates -> pixels of the best level
     slide.centres = _apply(to_pixels, slide.centres)

@@ -2,12 +2,12 @@
 
 Element names, per library ``lib``:
 
-- ``f"{lib}_spots"``: circles (shapes) centred on ``obsm["spatial"]`` with radius ``spot_diameter_fullres / 2``;
+- ``lib``: circles (shapes) centred on ``obsm["spatial"]`` with radius ``spot_diameter_fullres / 2``;
 - ``f"{lib}_full_image"``: the full-resolution image, when ``metadata["source_image_path"]`` points to a file
   (loaded lazily, identity transformation);
 - ``f"{lib}_hires_image"`` / ``f"{lib}_lowres_image"``: the ``uns["spatial"]`` images, with a ``Scale``
   transformation onto full-resolution pixels;
-- one table (``"table"``) annotating every ``f"{lib}_spots"`` element (``region_key="region"``,
+- one table (``"table"``) annotating every spots element (``region_key="region"``,
   ``instance_key="spot_id"``, the AnnData's ``obs_names``).
 
 Everything lives in the ``"global"`` coordinate system, whose unit is the full-resolution pixel (slides
@@ -29,11 +29,12 @@ import spatialdata as sd
 from anndata import AnnData
 from spatialdata import SpatialData
 from spatialdata.models import Image2DModel, ShapesModel, TableModel
-from spatialdata.transformations import Identity, Scale, get_transformation
+from spatialdata.transformations import Identity, Scale
 from xarray import DataArray
 
 from sepal_tl._logging import logger
-from sepal_tl._validation import check_spatial
+from sepal_tl._sdata import image_to_shapes, resolve_slides, resolve_table, table_links
+from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_spatial
 
 from ._common import check_library_id, library_ids
 from ._images import image_size, read_image, to_rgb_uint8
@@ -43,13 +44,12 @@ REGION_KEY = "region"
 INSTANCE_KEY = "spot_id"
 TABLE_KEY = "table"
 IMAGE_RESOLUTIONS = ("hires", "lowres")
-_SPOTS_SUFFIX = "_spots"
 _FULL_IMAGE_CHUNKS = (3, 4096, 4096)
 
 
 def spots_key(library_id: str) -> str:
-    """Name of a library's spot circles element."""
-    return f"{library_id}{_SPOTS_SUFFIX}"
+    """Name of a library's spot circles element: the library id, as in spatialdata-io's Visium reader."""
+    return library_id
 
 
 def image_key(library_id: str, resolution: str) -> str:
@@ -107,7 +107,7 @@ def to_spatialdata(adata: AnnData, *, library_key: str = "library_id") -> Spatia
 
     Returns
     -------
-    SpatialData with, per library ``lib``, the circles ``f"{lib}_spots"``, the images ``f"{lib}_hires_image"``
+    SpatialData with, per library ``lib``, the circles ``lib``, the images ``f"{lib}_hires_image"``
     / ``f"{lib}_lowres_image"`` (``Scale`` onto full-resolution pixels) and, when
     ``metadata["source_image_path"]`` exists, ``f"{lib}_full_image"`` as a lazy dask array (nothing is decoded
     until it is computed or written), all in the ``"global"`` coordinate system; and the table ``"table"``
@@ -166,72 +166,53 @@ def to_spatialdata(adata: AnnData, *, library_key: str = "library_id") -> Spatia
     return sdata
 
 
-def _coordinate_system(element, name: str) -> str:
-    """Return ``"global"`` if ``element`` maps there, else its only coordinate system."""
-    systems = list(get_transformation(element, get_all=True))
-    if COORDINATE_SYSTEM in systems:
-        return COORDINATE_SYSTEM
-    if len(systems) == 1:
-        logger.info("element %r has no %r coordinate system; using %r.", name, COORDINATE_SYSTEM, systems[0])
-        return systems[0]
-    msg = f"Element {name!r} has no {COORDINATE_SYSTEM!r} coordinate system (it has {systems}); cannot place it."
-    raise ValueError(msg)
-
-
-def _image_and_scale(element, coordinate_system: str) -> tuple[np.ndarray, float]:
-    """Return an image element as ``(height, width, 3)`` ``uint8`` and its scale onto the coordinate system."""
-    if not hasattr(element, "dims"):  # multiscale DataTree: take the full-resolution level
-        element = sd.get_pyramid_levels(element, n=0)
-    matrix = get_transformation(element, to_coordinate_system=coordinate_system).to_affine_matrix(
-        input_axes=("x", "y"), output_axes=("x", "y")
-    )
-    array = np.asarray(element.transpose("y", "x", "c").data)
-    return to_rgb_uint8(array), 1.0 / float(matrix[0, 0])
-
-
-def _library_of_region(region: str) -> str:
-    return region.removesuffix(_SPOTS_SUFFIX)
-
-
-def _library_entry(sdata: SpatialData, lib: str, entry: dict, shapes, coordinate_system: str) -> dict:
-    """Complete ``uns["spatial"][lib]`` with the images (and missing scale factors) found in ``sdata``."""
-    entry = copy.deepcopy(entry)
-    scalefactors = entry.setdefault("scalefactors", {})
-    entry.setdefault("metadata", {})
-    if "spot_diameter_fullres" not in scalefactors and "radius" in shapes:
-        scalefactors["spot_diameter_fullres"] = float(2 * np.median(shapes["radius"]))
-    entry["images"] = {}
+def _uns_images(sdata: SpatialData, slide) -> tuple[dict, dict]:
+    """``images`` and ``tissue_{res}_scalef`` of a slide from ``f"{lib}_hires_image"`` / ``f"{lib}_lowres_image"``."""
+    images, scalefactors = {}, {}
     for res in IMAGE_RESOLUTIONS:
-        name = image_key(lib, res)
-        if name in sdata.images:
-            entry["images"][res], scale = _image_and_scale(sdata.images[name], coordinate_system)
-            scalefactors.setdefault(f"tissue_{res}_scalef", scale)
-    return entry
+        name = image_key(slide.library_id, res)
+        if name not in sdata.images:
+            continue
+        element = sdata.images[name]
+        level = element if hasattr(element, "dims") else sd.get_pyramid_levels(element, n=0)
+        to_shapes = image_to_shapes(sdata, name, level, slide.region, slide.centres)
+        scale = to_shapes[0, 0]
+        if not (np.allclose(to_shapes[[0, 1], [1, 0]], 0) and np.isclose(to_shapes[1, 1], scale, rtol=1e-3)):
+            logger.warning("%s: image %r is rotated or sheared relative to the spots; it is not exported.", name, name)
+            continue
+        images[res] = to_rgb_uint8(np.asarray(level.transpose("y", "x", "c").data))
+        scalefactors[f"tissue_{res}_scalef"] = float(1.0 / scale)
+    return images, scalefactors
 
 
-def from_spatialdata(sdata: SpatialData, *, table_key: str = "table", library_key: str = "library_id") -> AnnData:
+def from_spatialdata(
+    sdata: SpatialData, *, table_key: str | None = None, library_key: str = DEFAULT_LIBRARY_KEY
+) -> AnnData:
     """Convert a :class:`~spatialdata.SpatialData` back to a spatial AnnData (scanpy layout).
 
-    The inverse of :func:`to_spatialdata`; also reads spatialdata-io's Visium output.
+    The inverse of :func:`to_spatialdata`; also reads spatialdata-io's Visium output (its ``{dataset_id}`` shapes
+    and ``{dataset_id}_hires_image`` / ``_lowres_image``, in the ``{dataset_id}`` coordinate system). To work on a
+    SpatialData object without converting it, pass it to ``sepal.pp`` / ``sepal.tl`` / ``sepal.pl`` directly.
 
     Parameters
     ----------
     sdata
-        SpatialData whose table ``table_key`` annotates shapes elements (circles) of spots.
+        SpatialData whose table annotates shapes elements (circles or polygons) of spots.
     table_key
-        Name of the table.
+        Name of the table; default: the only table, else ``"table"``.
     library_key
-        ``obs`` column for the library ids. When the table lacks it, a library is named after its shapes
-        element (without the ``"_spots"`` suffix).
+        ``obs`` column for the library ids. When the table lacks it, a library is named after its shapes element
+        (the table's region).
 
     Returns
     -------
-    A copy of the table with ``obsm["spatial"]`` rebuilt from the circle centres (in the ``"global"``
-    coordinate system, or the shapes' only one), ``obs[library_key]`` (categorical) and
-    ``uns["spatial"][lib]`` with ``images`` (``hires`` / ``lowres`` from ``f"{lib}_hires_image"`` /
-    ``f"{lib}_lowres_image"``, as ``uint8`` RGB), ``scalefactors`` and ``metadata``. The linking columns
-    (``region_key`` / ``instance_key``) and ``uns["spatialdata_attrs"]`` are dropped; ``X``, layers and ``var``
-    are kept. The full-resolution image is not loaded (its path stays in ``metadata["source_image_path"]``).
+    A copy of the table with ``obsm["spatial"]`` (the spot centres in the shapes' own coordinates: full-resolution
+    pixels for Visium), ``obs[library_key]`` (categorical) and ``uns["spatial"][lib]`` with ``images``
+    (``hires`` / ``lowres`` from ``f"{lib}_hires_image"`` / ``f"{lib}_lowres_image"``, as ``uint8`` RGB, placed
+    through the transformations the images share with the spots), ``scalefactors`` (``spot_diameter_fullres``
+    from the shapes unless the table has it) and ``metadata``. The linking columns (``region_key`` /
+    ``instance_key``) and ``uns["spatialdata_attrs"]`` are dropped; ``X``, layers and ``var`` are kept. The
+    full-resolution image is not loaded (its path stays in ``metadata["source_image_path"]``).
 
     Examples
     --------
@@ -239,43 +220,25 @@ def from_spatialdata(sdata: SpatialData, *, table_key: str = "table", library_ke
     >>> import sepal_tl as sepal
     >>> adata = sepal.io.from_spatialdata(sd.read_zarr("slides.zarr"))
     """
-    if table_key not in sdata.tables:
-        msg = f"SpatialData has no table {table_key!r} (tables: {list(sdata.tables)}); pass table_key=."
-        raise KeyError(msg)
-    table = sdata.tables[table_key]
-    attrs = table.uns.get(TableModel.ATTRS_KEY)
-    if not attrs:
-        msg = f"Table {table_key!r} annotates no element (uns[{TableModel.ATTRS_KEY!r}] is missing)."
-        raise ValueError(msg)
-    region_key, instance_key = attrs[TableModel.REGION_KEY_KEY], attrs[TableModel.INSTANCE_KEY]
-    adata = table.copy()
-    regions = adata.obs[region_key].astype(str).to_numpy()
-    libs = (
-        adata.obs[library_key].astype(str).to_numpy()
-        if library_key in adata.obs
-        else np.array([_library_of_region(region) for region in regions], dtype=object)
-    )
-    stored = adata.uns.get("spatial", {})
-    coords = np.empty((adata.n_obs, 2), dtype=np.float64)
+    table_key, table = resolve_table(sdata, table_key)
+    region_key, instance_key, _ = table_links(sdata, table_key, table)
+    slides = resolve_slides(sdata, table_key, table, library_key=library_key)
+    stored = table.uns.get("spatial", {})
+    coords = np.empty((table.n_obs, 2), dtype=np.float64)
+    libs = np.empty(table.n_obs, dtype=object)
     spatial = {}
-    for region in dict.fromkeys(regions):
-        if region not in sdata.shapes:
-            msg = f"Table {table_key!r} annotates {region!r}, which is not a shapes element of this SpatialData."
-            raise KeyError(msg)
-        coordinate_system = _coordinate_system(sdata.shapes[region], region)
-        shapes = sd.transform(sdata.shapes[region], to_coordinate_system=coordinate_system)
-        shapes.index = shapes.index.astype(str)
-        mask = regions == region
-        ids = adata.obs[instance_key].to_numpy()[mask].astype(str)
-        missing = ~pd.Index(ids).isin(shapes.index)
-        if missing.any():
-            msg = f"{int(missing.sum())} spots of table {table_key!r} (e.g. {ids[missing][0]!r}) are not in {region!r}."
-            raise KeyError(msg)
-        centres = shapes.geometry.loc[ids].centroid
-        coords[mask] = np.column_stack([centres.x.to_numpy(), centres.y.to_numpy()])
-        for lib in dict.fromkeys(libs[mask]):
-            spatial[lib] = _library_entry(sdata, lib, stored.get(lib, {}), shapes, coordinate_system)
-
+    for lib, slide in slides.items():
+        coords[slide.rows] = slide.centres
+        libs[slide.rows] = lib
+        entry = copy.deepcopy({k: v for k, v in stored.get(lib, {}).items() if k != "images"})
+        scalefactors = entry.setdefault("scalefactors", {})
+        entry.setdefault("metadata", {})
+        scalefactors.setdefault("spot_diameter_fullres", slide.diameter)
+        entry["images"], scales = _uns_images(sdata, slide)
+        for key, value in scales.items():
+            scalefactors.setdefault(key, value)
+        spatial[lib] = entry
+    adata = table.copy()
     adata.obsm["spatial"] = coords
     adata.obs[library_key] = pd.Categorical(libs, categories=list(spatial))
     adata.obs = adata.obs.drop(columns=[region_key, instance_key])

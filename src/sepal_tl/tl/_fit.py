@@ -7,6 +7,7 @@ from typing import Any
 
 from anndata import AnnData
 
+from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._validation import check_choice
 from sepal_tl.tl._local import fit_encoder
 from sepal_tl.tl._model import SepalModel
@@ -54,6 +55,7 @@ def stage_options(preset: str | None = None, **kwargs: Any) -> dict[str, dict[st
     return stage
 
 
+@spatialdata_aware(images="full")
 def fit(
     adata: AnnData, *, image: Any = None, spatial: bool = True, preset: str | None = None, **kwargs: Any
 ) -> SepalModel:
@@ -77,6 +79,9 @@ def fit(
         ``random_state``, ``key_added`` and ``library_key`` go to both; options that both stages have
         (``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``patience``, ``trainer_kwargs``) take a stage
         prefix: ``encoder_epochs=10``, ``spatial_lr=1e-3``.
+    table_key
+        With a :class:`~spatialdata.SpatialData`: the table to work on (default: the only table, else ``"table"``);
+        spots, spot sizes and images are found through the elements it annotates (see :mod:`sepal_tl._sdata`).
 
     Returns
     -------

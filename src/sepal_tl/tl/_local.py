@@ -10,6 +10,7 @@ from anndata import AnnData
 
 from sepal_tl._compat import import_lightning
 from sepal_tl._logging import logger
+from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._settings import settings
 from sepal_tl._uns import record
 from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_choice, get_matrix
@@ -75,6 +76,7 @@ def write_local_outputs(adata: AnnData, model: SepalModel, pred: np.ndarray, emb
     adata.uns.setdefault("sepal", {}).setdefault("tl", {})["embedding_model"] = model.uid
 
 
+@spatialdata_aware(images="full")
 def fit_encoder(
     adata: AnnData,
     *,
@@ -149,6 +151,9 @@ def fit_encoder(
         ``layers[f"{key_added}_local"]``.
     library_key
         ``obs`` column naming each spot's slide.
+    table_key
+        With a :class:`~spatialdata.SpatialData`: the table to work on (default: the only table, else ``"table"``);
+        spots, spot sizes and images are found through the elements it annotates (see :mod:`sepal_tl._sdata`).
 
     Returns
     -------

@@ -10,6 +10,7 @@ from anndata import AnnData
 
 from sepal_tl._graph import lattice_graph
 from sepal_tl._logging import logger
+from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._uns import record
 from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_array_coords, resolve_libraries
 from sepal_tl.tl._inputs import check_model_genes
@@ -20,6 +21,7 @@ from sepal_tl.tl._patches import PatchGeometry
 from sepal_tl.tl._spatial import SpatialInputs
 
 
+@spatialdata_aware(images="full")
 def predict(
     adata: AnnData,
     model: SepalModel,
@@ -59,6 +61,9 @@ def predict(
         augmentation; 8x slower).
     library_key
         ``obs`` column naming each spot's slide.
+    table_key
+        With a :class:`~spatialdata.SpatialData`: the table to work on (default: the only table, else ``"table"``);
+        spots, spot sizes and images are found through the elements it annotates (see :mod:`sepal_tl._sdata`).
 
     Returns
     -------

@@ -12,6 +12,7 @@ from anndata import AnnData
 from sepal_tl._compat import import_lightning
 from sepal_tl._graph import lattice_graph
 from sepal_tl._logging import logger
+from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._settings import settings
 from sepal_tl._uns import record
 from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_array_coords, resolve_libraries
@@ -114,6 +115,7 @@ def spatial_loss(inputs: SpatialInputs, targets: torch.Tensor):
     return compute
 
 
+@spatialdata_aware(images="full")
 def fit_spatial(
     adata: AnnData,
     model: SepalModel,
@@ -181,6 +183,9 @@ def fit_spatial(
         Final predictions go to ``layers[key_added]`` (absolute scale).
     library_key
         ``obs`` column naming each spot's slide.
+    table_key
+        With a :class:`~spatialdata.SpatialData`: the table to work on (default: the only table, else ``"table"``);
+        spots, spot sizes and images are found through the elements it annotates (see :mod:`sepal_tl._sdata`).
 
     Returns
     -------
