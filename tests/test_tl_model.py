@@ -89,7 +89,7 @@ def test_predict_on_h_and_e_only_data(fitted):
     assert_same(he, before)  # the H&E-only input is left alone
 
 
-def test_predict_fills_model_genes_and_nan_elsewhere(fitted):
+def test_predict_on_other_genes_returns_the_model_genes_only(fitted):
     adata, model = fitted
     extra = adata[:, :4].copy()
     extra.var_names = [f"other{i}" for i in range(4)]
@@ -97,9 +97,22 @@ def test_predict_fills_model_genes_and_nan_elsewhere(fitted):
 
     wider = ad.concat([adata, extra], axis=1, merge="first", uns_merge="first")
     wider.obsm = adata.obsm.copy()
-    assert sepal.tl.predict(wider, model, device="cpu") is None
-    assert np.isnan(wider[:, extra.var_names].layers["sepal"]).all()
-    np.testing.assert_allclose(wider[:, model.genes].layers["sepal"], adata.layers["sepal"], rtol=1e-5, atol=1e-5)
+    before = wider.copy()
+    out = sepal.tl.predict(wider, model, device="cpu")
+    assert_same(wider, before)  # nothing written into an AnnData whose genes are not the model's
+    assert list(out.var_names) == model.genes and out.var["measured"].all()
+    assert np.isfinite(out.layers["sepal"]).all()
+    np.testing.assert_allclose(out.layers["sepal"], adata.layers["sepal"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(out.layers["denoised"], adata.layers["denoised"])
+    # fewer genes than the model: the missing ones are predicted and flagged as unmeasured
+    fewer = sepal.tl.predict(adata[:, 2:].copy(), model, device="cpu")
+    assert list(fewer.var_names) == model.genes and fewer.var["measured"].sum() == model.n_genes - 2
+    # genes in another order are written in place, in the AnnData's own order
+    shuffled = adata[:, adata.var_names[::-1]].copy()
+    assert sepal.tl.predict(shuffled, model, device="cpu") is None
+    np.testing.assert_allclose(shuffled[:, model.genes].layers["sepal"], adata.layers["sepal"], rtol=1e-5, atol=1e-5)
+    copied = sepal.tl.predict(adata, model, device="cpu", copy=True)
+    np.testing.assert_allclose(copied.layers["sepal"], adata.layers["sepal"], rtol=1e-5, atol=1e-5)
 
 
 def test_absolute_target_has_no_offset(processed):
@@ -137,11 +150,14 @@ def test_bad_inputs(fitted, processed, tmp_path):
     assert_unchanged_after_error(
         adata.copy(), ValueError, "n_hops=4", sepal.tl.fit_spatial, model=model, n_hops=4, device="cpu"
     )
+    with pytest.raises(TypeError, match="patch_size"):
+        sepal.tl.predict(adata.copy(), model, patch_size=224, device="cpu")  # the model's geometry is the only one
     assert_unchanged_after_error(
-        adata.copy(), ValueError, "patch geometry", sepal.tl.predict, model=model, patch_size=224, device="cpu"
+        adata.copy(), ValueError, "at least one epoch", sepal.tl.fit_encoder, **{**TINY, "epochs": 0}
     )
-    fewer = adata[:, 2:].copy()
-    assert_unchanged_after_error(fewer, KeyError, "2 of the model's 16 genes are missing", sepal.tl.predict, model=model)
+    assert_unchanged_after_error(
+        adata.copy(), ValueError, "operator='GCN'", sepal.tl.fit, **TINY, operator="GCN", encoder_epochs=1
+    )
     # a model saved for another gene set refuses this data
     other = processed[:, :8].copy()
     other_model = sepal.tl.fit_encoder(other, **TINY, epochs=1)
@@ -149,7 +165,11 @@ def test_bad_inputs(fitted, processed, tmp_path):
     renamed = adata.copy()
     renamed.var_names = [f"x{i}" for i in range(renamed.n_vars)]
     assert_unchanged_after_error(
-        renamed, KeyError, "trained on another gene set", sepal.tl.predict, model=sepal.tl.SepalModel.load(tmp_path / "other")
+        renamed,
+        KeyError,
+        "shares no gene with the model",
+        sepal.tl.predict,
+        model=sepal.tl.SepalModel.load(tmp_path / "other"),
     )
     with pytest.raises(TypeError, match="encoder_epochs"):
         sepal.tl.fit(fresh.copy(), epochs=3, **TINY)
@@ -174,18 +194,19 @@ def test_her2st_whole_path_runs():
 def test_test_time_augmentation_averages_the_eight_symmetries(fitted):
     import torch
 
-    from sepal_tl.tl._local import encode
+    from sepal_tl.tl._local import library_codes, model_embeddings
     from sepal_tl.tl._patches import SpotPatches, eight_symmetries
 
     adata, model = fitted
     sub = adata[:5].copy()
-    pred, emb = encode(sub, model, device="cpu", tta=True)
+    emb = model_embeddings(sub, model, device="cpu", tta=True)
+    _, pred = model.heads_input(emb, library_codes(sub, "library_id"))
     patches = torch.stack([SpotPatches(sub, None, model.geometry)[i] for i in range(5)])
     with torch.inference_mode():
         manual = torch.stack([model.encoder(view)[0] for view in eight_symmetries(patches)]).mean(0)
     np.testing.assert_allclose(pred, manual.numpy(), rtol=1e-4, atol=1e-5)
-    plain, _ = encode(sub, model, device="cpu")
-    assert not np.allclose(pred, plain)
+    plain = model_embeddings(sub, model, device="cpu")
+    assert not np.allclose(emb, plain)
 
 
 def test_spatial_model_refuses_another_lattice(fitted):

@@ -9,6 +9,7 @@ _EXPORTS = {
     "fit": "_fit",
     "fit_encoder": "_local",
     "fit_spatial": "_spatial",
+    "embed": "_embed",
     "predict": "_predict",
     "evaluate": "_evaluate",
     "compute_metrics": "_metrics",

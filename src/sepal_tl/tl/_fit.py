@@ -12,9 +12,9 @@ from sepal_tl._validation import check_choice
 from sepal_tl.tl._local import fit_encoder
 from sepal_tl.tl._model import SepalModel
 from sepal_tl.tl._presets import PRESETS
-from sepal_tl.tl._spatial import fit_spatial
+from sepal_tl.tl._spatial import check_spatial_options, fit_spatial
 
-_SHARED = ("image", "split_key", "device", "random_state", "key_added", "library_key")
+_SHARED = ("image", "split_key", "device", "random_state", "key_added", "library_key", "embedding_key")
 _PER_STAGE = ("epochs", "batch_size", "lr", "weight_decay", "patience", "trainer_kwargs")
 
 
@@ -76,7 +76,7 @@ def fit(
         :data:`sepal_tl.tl.PRESETS`. Explicit options override the preset.
     **kwargs
         Options of :func:`fit_encoder` and :func:`fit_spatial`. ``image``, ``split_key``, ``device``,
-        ``random_state``, ``key_added`` and ``library_key`` go to both; options that both stages have
+        ``random_state``, ``key_added``, ``library_key`` and ``embedding_key`` go to both; options that both stages have
         (``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``patience``, ``trainer_kwargs``) take a stage
         prefix: ``encoder_epochs=10``, ``spatial_lr=1e-3``.
     table_key
@@ -89,6 +89,13 @@ def fit(
     and, with ``spatial=True``, ``layers["sepal"]``.
     """
     stage = stage_options(preset, image=image, **kwargs)
+    if spatial:  # a typo in the spatial options must not cost an encoder run
+        defaults = {
+            name: p.default
+            for name, p in inspect.signature(fit_spatial).parameters.items()
+            if name in inspect.signature(check_spatial_options).parameters
+        }
+        check_spatial_options(**{**defaults, **{k: v for k, v in stage["spatial"].items() if k in defaults}})
     model = fit_encoder(adata, **stage["encoder"])
     if spatial:
         fit_spatial(adata, model, **stage["spatial"])

@@ -161,6 +161,10 @@ class SpatialHead(nn.Module):
         self.pool = pyg_nn.SAGPooling(width, ratio=1) if pooling == "sag" else None
         post_widths = (width, *_check_widths("post", post))
         self.post = nn.Sequential(*_mlp(post_widths), nn.Linear(post_widths[-1], n_genes))
+        # The correction starts at zero, so training starts from the local prediction and can only move away from
+        # it where the training loss says so (the reference initialised it randomly; see docs/differences.md).
+        nn.init.zeros_(self.post[-1].weight)
+        nn.init.zeros_(self.post[-1].bias)
 
     def features(self, embeddings: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         """Node features from embeddings and offsets with this model's aggregation (see :func:`node_features`)."""

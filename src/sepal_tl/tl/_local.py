@@ -1,10 +1,12 @@
-"""The local stage: fine-tune an image encoder on spot patches to predict Δ = y − mean_train(y)."""
+"""The local stage: a linear Δ head on an image encoder, fine-tuned end to end or fitted on frozen embeddings."""
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 import torch
 from anndata import AnnData
 
@@ -13,67 +15,170 @@ from sepal_tl._logging import logger
 from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._settings import settings
 from sepal_tl._uns import record
-from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_choice, get_matrix
-from sepal_tl.tl._encoder import LocalEncoder
+from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_choice, get_matrix, resolve_libraries
+from sepal_tl.tl._backbones import EncoderSpec, load_backbone
+from sepal_tl.tl._embed import compute_embeddings, recorded_encoder
+from sepal_tl.tl._encoder import EMBEDDING_NORMS, LocalEncoder, column_stats
 from sepal_tl.tl._images import resolve_images
 from sepal_tl.tl._inputs import dense_layer, split_indices
 from sepal_tl.tl._model import SepalModel
-from sepal_tl.tl._patches import IMAGENET_MEAN, IMAGENET_STD, PatchGeometry, SpotPatches, eight_symmetries
-from sepal_tl.tl._training import device_of, regression_task, run_training
+from sepal_tl.tl._patches import PatchGeometry, SpotPatches
+from sepal_tl.tl._ridge import fit_ridge
+from sepal_tl.tl._training import regression_task, run_training
 
 
-def _encoder_loss(loss: str):
-    """MSE of the (Δ) targets of each patch; ``"masked_mse"`` counts observed entries only."""
+class EncoderLoss:
+    """MSE of the (Δ) targets of each patch; ``"masked_mse"`` counts observed entries only (picklable)."""
 
-    def compute(encoder: LocalEncoder, batch) -> torch.Tensor:
+    def __init__(self, loss: str) -> None:
+        self.loss = loss
+
+    def __call__(self, encoder: LocalEncoder, batch) -> torch.Tensor:
         patches, packed = batch
         targets, observed = packed.chunk(2, dim=1)
         pred, _ = encoder(patches)
         err = (pred.float() - targets) ** 2
-        if loss == "masked_mse":
+        if self.loss == "masked_mse":
             return (err * observed).sum() / observed.sum().clamp_min(1)
         return err.mean()
 
-    return compute
+
+def checked_embeddings(adata: AnnData, key: str) -> np.ndarray:
+    """``obsm[key]`` as a finite ``(n_obs, d)`` float32 array, or a clear error."""
+    if key not in adata.obsm:
+        msg = (
+            f"embedding_key={key!r} is not in adata.obsm (keys: {sorted(adata.obsm)}). Compute embeddings first, "
+            "e.g. sepal.tl.embed(adata, 'hf-hub:MahmoodLab/UNI', key_added='X_uni'), or pass the right key."
+        )
+        raise KeyError(msg)
+    values = adata.obsm[key]
+    values = values.to_numpy() if isinstance(values, pd.DataFrame) else np.asarray(values)
+    if values.ndim != 2 or values.shape[0] != adata.n_obs or not np.issubdtype(values.dtype, np.number):
+        msg = f"obsm[{key!r}] must be a numeric (n_spots, d) matrix with {adata.n_obs} rows; got shape {values.shape}."
+        raise ValueError(msg)
+    if not np.isfinite(values).all():
+        bad = int((~np.isfinite(values)).any(axis=1).sum())
+        msg = f"obsm[{key!r}] has NaN or infinite values in {bad} spots; recompute or drop those spots first."
+        raise ValueError(msg)
+    return values.astype(np.float32, copy=False)
 
 
-def encode(
+def library_codes(adata: AnnData, library_key: str | None) -> np.ndarray:
+    """Each spot's slide as strings (the rule of :func:`sepal_tl._validation.resolve_libraries`)."""
+    return resolve_libraries(adata, library_key).astype(str).to_numpy()
+
+
+def model_embeddings(
     adata: AnnData,
     model: SepalModel,
     *,
+    embedding_key: str | None = None,
     image: Any = None,
     batch_size: int = 64,
     device: str | None = "auto",
     num_workers: int = 0,
     library_key: str | None = DEFAULT_LIBRARY_KEY,
     tta: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings and local predictions (model scale: Δ for ``target="delta"``) of every spot.
+) -> np.ndarray:
+    """The raw embeddings the model's heads read: ``obsm[embedding_key]``, or computed with its backbone.
 
-    Patches are cut and normalised exactly as in training (same :class:`PatchGeometry`, no augmentation). With
-    ``tta=True`` the outputs are averaged over the 8 symmetries of each patch (ST-Net's test-time augmentation).
+    Patches are cut and normalised exactly as in training (same :class:`PatchGeometry`, no augmentation).
     """
-    sources = resolve_images(adata, image, library_key=library_key or DEFAULT_LIBRARY_KEY)
-    dataset = SpotPatches(adata, sources, model.geometry, library_key=library_key or DEFAULT_LIBRARY_KEY)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    target_device = device_of(device)
-    encoder = model.encoder.to(target_device).eval()
-    preds, embeddings = [], []
-    with torch.inference_mode():
-        for patches in loader:
-            views = eight_symmetries(patches) if tta else patches[None]
-            outputs = [encoder(view.to(target_device)) for view in views]
-            preds.append(torch.stack([p for p, _ in outputs]).float().mean(0).cpu())
-            embeddings.append(torch.stack([e for _, e in outputs]).float().mean(0).cpu())
-    encoder.to("cpu")
-    return torch.cat(preds).numpy(), torch.cat(embeddings).numpy()
+    if embedding_key is not None:
+        values = checked_embeddings(adata, embedding_key)
+        if values.shape[1] != model.encoder.embedding_dim:
+            msg = (
+                f"obsm[{embedding_key!r}] has {values.shape[1]} columns but the model was trained on "
+                f"{model.encoder.embedding_dim}-dimensional embeddings of {model.config['encoder']['backbone']!r}; "
+                "use embeddings of that encoder."
+            )
+            raise ValueError(msg)
+        return values
+    if model.encoder.backbone is None:
+        msg = (
+            f"The model was trained on precomputed embeddings (obsm[{model.embedding_key!r}]) and has no image "
+            "backbone; pass embedding_key= naming the same encoder's embeddings of these spots."
+        )
+        raise ValueError(msg)
+    lib_key = library_key or DEFAULT_LIBRARY_KEY
+    return compute_embeddings(
+        adata,
+        model.encoder.backbone,
+        model.geometry,
+        sources=resolve_images(adata, image, library_key=lib_key),
+        library_key=lib_key,
+        batch_size=batch_size,
+        device=device,
+        num_workers=num_workers,
+        tta=tta,
+    )
 
 
-def write_local_outputs(adata: AnnData, model: SepalModel, pred: np.ndarray, emb: np.ndarray, key_added: str) -> None:
-    """Store embeddings in ``obsm[f"X_{key_added}"]`` and absolute local predictions in ``layers``."""
-    adata.obsm[f"X_{key_added}"] = emb
-    adata.layers[f"{key_added}_local"] = pred + model.offset
+def write_local_outputs(
+    adata: AnnData, model: SepalModel, local: np.ndarray, raw: np.ndarray | None, key_added: str
+) -> None:
+    """Absolute local predictions to ``layers[f"{key_added}_local"]``; computed embeddings to ``obsm``."""
+    if raw is not None:
+        adata.obsm[f"X_{key_added}"] = raw
+    adata.layers[f"{key_added}_local"] = local + model.offset
     adata.uns.setdefault("sepal", {}).setdefault("tl", {})["embedding_model"] = model.uid
+
+
+def _frozen_backbone(
+    adata: AnnData, embedding_key: str | None, backbone: str, pretrained, model_kwargs, strict, patch_size
+) -> tuple[torch.nn.Module | None, EncoderSpec | None]:
+    """The backbone of a frozen model: loaded from its source, or the one :func:`embed` recorded for the key."""
+    if embedding_key is None:
+        return load_backbone(
+            backbone, pretrained=pretrained, model_kwargs=model_kwargs, strict=strict, image_size=patch_size
+        )
+    recorded = recorded_encoder(adata, embedding_key)
+    if recorded is None or recorded["pretrained"] is None:
+        logger.info("obsm[%r] has no reloadable encoder: the model will predict from embeddings only", embedding_key)
+        return None, None
+    spec = EncoderSpec.from_dict(recorded["encoder"])
+    module, spec_now = load_backbone(
+        None if spec.source == "folder" else spec.name,
+        pretrained=recorded["pretrained"],
+        model_kwargs=recorded["model_kwargs"],
+        strict=strict,
+        image_size=recorded["geometry"]["patch_size"],
+    )
+    if spec.sha256 and spec_now.sha256 and spec.sha256 != spec_now.sha256:
+        msg = (
+            f"obsm[{embedding_key!r}] was computed with weights of SHA-256 {spec.sha256[:12]}… but "
+            f"{recorded['pretrained']!r} now has {spec_now.sha256[:12]}…; recompute the embeddings with sepal.tl.embed."
+        )
+        raise ValueError(msg)
+    return module, spec_now
+
+
+def _ridge_head(
+    encoder: LocalEncoder,
+    raw: np.ndarray,
+    targets: np.ndarray,
+    observed: np.ndarray | None,
+    splits: dict[str, np.ndarray],
+    libraries: np.ndarray,
+    norm: str,
+) -> dict[str, float]:
+    """Fit the linear head in closed form (ridge, penalty chosen on the validation spots, else by GCV)."""
+    train, val = splits["train"], splits["val"]
+    if norm == "train":
+        encoder.set_standardisation(*column_stats(raw[train]))
+    features = encoder.standardise(raw, norm, libraries)
+    coef, intercept, alpha, score = fit_ridge(
+        features[train],
+        targets[train],
+        x_val=features[val] if val.size else None,
+        y_val=targets[val] if val.size else None,
+        weight_val=observed[val] if observed is not None and val.size else None,
+    )
+    with torch.no_grad():
+        encoder.head.weight.copy_(torch.from_numpy(coef.T.copy()))
+        encoder.head.bias.copy_(torch.from_numpy(intercept))
+    logger.info("ridge head: alpha=%.3g, %s MSE %.4f", alpha, "validation" if val.size else "GCV", score)
+    return {"ridge_alpha": alpha, "best_mse": score}
 
 
 @spatialdata_aware(images="full")
@@ -84,12 +189,19 @@ def fit_encoder(
     layer: str = "denoised",
     split_key: str = "split",
     backbone: str = "vit_base_patch16_224",
-    pretrained: bool | str = True,
+    pretrained: bool | str | os.PathLike = True,
+    model_kwargs: dict[str, Any] | None = None,
+    strict: bool = True,
+    freeze: bool | None = None,
+    embedding_key: str | None = None,
+    embedding_norm: Literal["none", "train", "slide"] | None = None,
     target: Literal["delta", "absolute"] = "delta",
     loss: Literal["mse", "masked_mse"] = "mse",
     mask: str = "observed",
     patch_scale: float = 1.0,
-    patch_size: int = 224,
+    patch_size: int | None = None,
+    mean: tuple[float, float, float] | None = None,
+    std: tuple[float, float, float] | None = None,
     epochs: int = 50,
     batch_size: int = 64,
     lr: float = 1e-4,
@@ -102,40 +214,62 @@ def fit_encoder(
     key_added: str = "sepal",
     library_key: str | None = DEFAULT_LIBRARY_KEY,
 ) -> SepalModel:
-    """Fine-tune an image encoder on spot patches (SEPAL's local stage).
+    """Fit SEPAL's local stage: a linear head over the genes on an image encoder.
 
-    Any timm backbone gets a linear head over the genes and is trained end to end, with Lightning, to regress
-    ``target``: ``"delta"`` (Δ = y − mean over the training spots, the paper's relative supervision) or
-    ``"absolute"`` (plain regression, the baseline). Model selection keeps the epoch with the lowest validation
-    MSE (training MSE when there are no ``"val"`` spots). Training patches get random flips and 90° rotations.
+    Two modes. **Fine-tuning** (``freeze=False``, the paper): any timm backbone gets a linear head and is trained
+    end to end with Lightning to regress ``target``; the epoch with the lowest validation MSE is kept.
+    **Frozen** (``freeze=True``, the field's usual protocol with foundation models): the backbone embeds every
+    spot once (or ``embedding_key`` names embeddings already in ``obsm``, e.g. from :func:`embed`), the
+    embeddings are standardised (``embedding_norm``) and the head is fitted in closed form by ridge regression,
+    its penalty chosen on the validation spots (by generalised cross-validation without them) — seconds.
 
     Parameters
     ----------
     adata
-        Spots × genes with ``layers[layer]``, ``obs[split_key]``, spot coordinates and images. Every gene of
-        ``adata`` is predicted: subset to the selected genes first (:func:`sepal_tl.pp.run` does).
+        Spots × genes with ``layers[layer]``, ``obs[split_key]``, spot coordinates and images (images are not
+        needed with ``embedding_key``). Every gene of ``adata`` is predicted: subset to the selected genes first
+        (:func:`sepal_tl.pp.run` does).
     image
-        Image source per library, see :func:`sepal_tl.tl.resolve_images` (default: full-resolution file when
-        known, else the highest-resolution image in ``uns["spatial"]``).
+        Image source per library, see :func:`sepal_tl.tl.resolve_images`.
     layer
         Expression to learn (SEPAL: the denoised log2(TPM + 1)).
     split_key
         ``obs`` column with ``"train"`` / ``"val"`` / ``"test"``.
     backbone
-        timm model name (the paper: ``"vit_base_patch16_224"``).
+        A timm name (the paper: ``"vit_base_patch16_224"``; ST-Net: ``"densenet121"``), with a pretrained tag
+        (``"vit_base_patch16_224.augreg_in21k"``), or a hub id (``"hf-hub:MahmoodLab/UNI"``); see
+        :func:`embed` and the "Foundation models" page.
     pretrained
-        ``True`` (timm's weights; needs internet once), ``False``, or a local checkpoint path.
+        ``True`` (through timm and huggingface_hub's cache), ``False``, a weights file (``.safetensors``,
+        ``.bin``/``.pth`` read with ``weights_only=True``) or a local hub-style folder.
+    model_kwargs
+        Extra arguments of :func:`timm.create_model` (UNI: ``{"init_values": 1e-5, "dynamic_img_size": True}``).
+    strict
+        Refuse pretrained weights with missing or unexpected keys.
+    freeze
+        Keep the backbone frozen and fit the head in closed form (default: ``True`` with ``embedding_key``, else
+        ``False``).
+    embedding_key
+        ``obsm`` key of precomputed embeddings to fit on (implies ``freeze=True``). When they were made by
+        :func:`embed`, the same encoder is attached to the model so that it can embed new slides; otherwise the
+        model predicts from embeddings only (pass the key to :func:`predict`).
+    embedding_norm
+        Frozen mode only: ``"slide"`` (default; each slide's embeddings standardised by that slide's own mean and
+        SD, which removes slide-level stain shifts of the features and uses no expression), ``"train"`` (by the
+        training spots' statistics, stored with the model) or ``"none"``.
     target
-        ``"delta"`` or ``"absolute"``.
+        ``"delta"`` (Δ = y − mean over the training spots, the paper's relative supervision) or ``"absolute"``.
     loss
         ``"mse"`` over all entries (the paper, imputed values included) or ``"masked_mse"`` over observed
-        entries only (``layers[mask]``).
+        entries only (``layers[mask]``); in frozen mode it is the criterion that chooses the ridge penalty.
     mask
         Boolean layer of observed entries (for ``loss="masked_mse"``).
-    patch_scale, patch_size
-        Patch geometry (window = spot diameter × ``patch_scale``, resized to ``patch_size`` pixels).
+    patch_scale
+        Window side as a multiple of the spot diameter.
+    patch_size, mean, std
+        Input side and per-channel normalisation of the patches (default: the pretrained weights' own).
     epochs, batch_size, lr, weight_decay
-        Adam optimisation.
+        Adam optimisation (fine-tuning; ``epochs`` must be at least 1). ``batch_size`` is also the embedding batch.
     patience
         Early stopping after this many epochs without improvement (``None``: off).
     num_workers
@@ -147,7 +281,7 @@ def fit_encoder(
     trainer_kwargs
         Extra arguments for :class:`lightning.pytorch.Trainer` (e.g. ``{"devices": 4, "strategy": "ddp"}``).
     key_added
-        Embeddings go to ``obsm[f"X_{key_added}"]``, absolute local predictions to
+        Embeddings computed here go to ``obsm[f"X_{key_added}"]``, absolute local predictions to
         ``layers[f"{key_added}_local"]``.
     library_key
         ``obs`` column naming each spot's slide.
@@ -157,38 +291,176 @@ def fit_encoder(
 
     Returns
     -------
-    The trained :class:`~sepal_tl.tl.SepalModel`; ``adata`` gains the embeddings, local predictions and
-    ``uns["sepal"]["tl"]["fit_encoder"]``.
+    The trained :class:`~sepal_tl.tl.SepalModel`; ``adata`` gains the local predictions, the embeddings (unless
+    ``embedding_key`` was given) and ``uns["sepal"]["tl"]["fit_encoder"]``.
     """
-    L = import_lightning()
-
     check_choice("target", target, ["delta", "absolute"])
     check_choice("loss", loss, ["mse", "masked_mse"])
+    if freeze is None:
+        freeze = embedding_key is not None
+    if embedding_key is not None and not freeze:
+        msg = "embedding_key= fits the head on fixed embeddings, so it needs freeze=True (or leave freeze unset)."
+        raise ValueError(msg)
+    if embedding_norm is not None:
+        check_choice("embedding_norm", embedding_norm, EMBEDDING_NORMS)
+        if not freeze and embedding_norm != "none":
+            msg = (
+                f"embedding_norm={embedding_norm!r} applies to frozen embeddings only; a fine-tuned encoder learns "
+                "its own scale. Pass freeze=True, or leave embedding_norm unset."
+            )
+            raise ValueError(msg)
+    norm = embedding_norm or ("slide" if freeze else "none")
+    if not freeze and (not isinstance(epochs, int) or epochs < 1):
+        msg = (
+            f"epochs={epochs!r}: fine-tuning needs at least one epoch, else the head would stay random. Pass "
+            "epochs >= 1, or freeze=True to fit the head in closed form on frozen embeddings."
+        )
+        raise ValueError(msg)
     splits = split_indices(adata, split_key)
     values = dense_layer(adata, layer)
-    if loss == "masked_mse":
-        observed = np.asarray(get_matrix(adata, mask), dtype=np.float32)
-    else:
-        observed = np.ones_like(values)
+    observed = np.asarray(get_matrix(adata, mask), dtype=np.float32) if loss == "masked_mse" else None
+    raw = checked_embeddings(adata, embedding_key) if embedding_key is not None else None
+    libraries = library_codes(adata, library_key)
     lib_key = library_key or DEFAULT_LIBRARY_KEY
-    sources = resolve_images(adata, image, library_key=lib_key)
-    for lib in sources:
-        PatchGeometry(patch_scale=patch_scale, patch_size=patch_size).window_side(adata, lib)  # needs a diameter
+    sources = None if embedding_key is not None else resolve_images(adata, image, library_key=lib_key)
+    for lib in sources or ():
+        PatchGeometry(patch_scale=patch_scale).window_side(adata, lib)  # every slide needs a spot diameter
     seed = settings.seed if random_state is None else random_state
-    L.seed_everything(seed, workers=True, verbose=False)
-    encoder = LocalEncoder(backbone, adata.n_vars, pretrained=pretrained, image_size=patch_size)
-    # normalise patches as the backbone's pretrained weights expect (ImageNet statistics for most of timm)
-    pretrained_cfg = getattr(encoder.backbone, "pretrained_cfg", None) or {}
-    geometry = PatchGeometry(
-        patch_scale=patch_scale,
-        patch_size=patch_size,
-        mean=tuple(pretrained_cfg.get("mean", IMAGENET_MEAN)),
-        std=tuple(pretrained_cfg.get("std", IMAGENET_STD)),
-    )
+    torch.manual_seed(seed)
 
     means = values[splits["train"]].mean(axis=0)
     offset = means if target == "delta" else np.zeros_like(means)
-    packed = np.concatenate([values - offset, observed], axis=1)
+    targets = values - offset
+    if freeze:
+        module, spec = _frozen_backbone(adata, embedding_key, backbone, pretrained, model_kwargs, strict, patch_size)
+    else:
+        module, spec = load_backbone(
+            backbone, pretrained=pretrained, model_kwargs=model_kwargs, strict=strict, image_size=patch_size
+        )
+    recorded = recorded_encoder(adata, embedding_key) if embedding_key is not None else None
+    if recorded is not None and module is not None:
+        geometry = PatchGeometry.from_dict(recorded["geometry"])
+    else:
+        geometry = PatchGeometry(
+            patch_scale=patch_scale,
+            patch_size=patch_size or (spec.input_size if spec else 224),
+            mean=tuple(mean or (spec.mean if spec else PatchGeometry().mean)),
+            std=tuple(std or (spec.std if spec else PatchGeometry().std)),
+        )
+    encoder = LocalEncoder(
+        module, adata.n_vars, embedding_dim=raw.shape[1] if raw is not None and module is None else None
+    )
+    if raw is not None and raw.shape[1] != encoder.embedding_dim:
+        msg = f"obsm[{embedding_key!r}] has {raw.shape[1]} columns but its recorded encoder gives {encoder.embedding_dim}."
+        raise ValueError(msg)
+
+    if freeze:
+        if raw is None:
+            raw = compute_embeddings(
+                adata,
+                module,
+                geometry,
+                sources=sources,
+                library_key=lib_key,
+                batch_size=batch_size,
+                device=device,
+                num_workers=num_workers,
+            )
+        fitted = _ridge_head(encoder, raw, targets, observed, splits, libraries, norm)
+        history: list[dict[str, float]] = []
+    else:
+        encoder, fitted, history = _fine_tune(
+            adata,
+            encoder,
+            geometry,
+            sources,
+            targets,
+            observed,
+            splits,
+            loss=loss,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            patience=patience,
+            num_workers=num_workers,
+            device=device,
+            seed=seed,
+            trainer_kwargs=trainer_kwargs,
+            library_key=lib_key,
+        )
+    config = {
+        "target": target,
+        "layer": layer,
+        "encoder": {
+            "backbone": spec.name if spec is not None else f"obsm[{embedding_key!r}]",
+            "spec": spec.to_dict() if spec is not None else None,
+            "embedding_dim": encoder.embedding_dim,
+            "freeze": bool(freeze),
+            "embedding_key": embedding_key,
+            "embedding_norm": norm,
+            "head": "ridge" if freeze else "fine-tuned",
+            "pretrained": str(pretrained),
+            "model_kwargs": dict(model_kwargs or {}),
+            "loss": loss,
+            "epochs": 0 if freeze else epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "weight_decay": weight_decay,
+            "patience": patience,
+            "random_state": seed,
+            **fitted,
+        },
+        "spatial": None,
+    }
+    model = SepalModel(
+        genes=list(adata.var_names),
+        gene_means=means,
+        geometry=geometry,
+        config=config,
+        encoder=encoder,
+        history={"encoder": history},
+    )
+    if raw is None or not freeze:
+        raw = model_embeddings(adata, model, image=sources, device=device, num_workers=num_workers, library_key=lib_key)
+    _, local = model.heads_input(raw, libraries)
+    write_local_outputs(adata, model, local, None if embedding_key is not None else raw, key_added)
+    record(
+        adata,
+        "tl",
+        "fit_encoder",
+        {**config["encoder"], "spec": None, "target": target, "layer": layer, "uid": model.uid},
+    )
+    logger.info("added '%s_local' to adata.layers", key_added)
+    return model
+
+
+def _fine_tune(
+    adata,
+    encoder,
+    geometry,
+    sources,
+    targets,
+    observed,
+    splits,
+    *,
+    loss,
+    epochs,
+    batch_size,
+    lr,
+    weight_decay,
+    patience,
+    num_workers,
+    device,
+    seed,
+    trainer_kwargs,
+    library_key,
+) -> tuple[LocalEncoder, dict[str, float], list[dict[str, float]]]:
+    """Train backbone and head end to end with Lightning; returns the trained encoder, best MSE and history."""
+    L = import_lightning()
+    L.seed_everything(seed, workers=True, verbose=False)
+    mask = observed if observed is not None else np.ones_like(targets)
+    packed = np.concatenate([targets, mask], axis=1)
 
     def loader(name: str, train: bool):
         if splits[name].size == 0:
@@ -200,51 +472,19 @@ def fit_encoder(
             indices=splits[name],
             targets=packed,
             train=train,
-            library_key=lib_key,
+            library_key=library_key,
             random_state=seed,
         )
-        return torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, shuffle=train, num_workers=num_workers, drop_last=False
-        )
+        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=train, num_workers=num_workers)
 
-    val_loader = loader("val", False)
-    task = regression_task(encoder, _encoder_loss(loss), lr=lr, weight_decay=weight_decay)
+    task = regression_task(encoder, EncoderLoss(loss), lr=lr, weight_decay=weight_decay)
     history, best = run_training(
         task,
         loader("train", True),
-        val_loader,
+        loader("val", False),
         epochs=epochs,
         device=device,
         patience=patience,
         trainer_kwargs=trainer_kwargs,
     )
-    config = {
-        "target": target,
-        "layer": layer,
-        "encoder": {
-            "backbone": backbone,
-            "pretrained": str(pretrained),
-            "loss": loss,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "lr": lr,
-            "weight_decay": weight_decay,
-            "patience": patience,
-            "random_state": seed,
-            "best_mse": best,
-        },
-        "spatial": None,
-    }
-    model = SepalModel(
-        genes=list(adata.var_names),
-        gene_means=means,
-        geometry=geometry,
-        config=config,
-        encoder=task.net,
-        history={"encoder": history},
-    )
-    pred, emb = encode(adata, model, image=sources, device=device, num_workers=num_workers, library_key=lib_key)
-    write_local_outputs(adata, model, pred, emb, key_added)
-    record(adata, "tl", "fit_encoder", {**config["encoder"], "target": target, "layer": layer, "uid": model.uid})
-    logger.info("added 'X_%s' to adata.obsm and '%s_local' to adata.layers", key_added, key_added)
-    return model
+    return task.net, {"best_mse": best}, history

@@ -13,12 +13,49 @@ from sepal_tl._logging import logger
 from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._uns import record
 from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_array_coords, resolve_libraries
-from sepal_tl.tl._inputs import check_model_genes
-from sepal_tl.tl._local import encode
+from sepal_tl.tl._local import model_embeddings
 from sepal_tl.tl._model import SepalModel
 from sepal_tl.tl._neighbourhoods import hop_neighbourhoods
 from sepal_tl.tl._patches import PatchGeometry
 from sepal_tl.tl._spatial import SpatialInputs
+
+
+def _check_genes(adata: AnnData, model: SepalModel) -> list[str]:
+    """The model's genes that ``adata`` measures; an error when it has genes but none of the model's."""
+    shared = [g for g in model.genes if g in adata.var_names]
+    if adata.n_vars and not shared:
+        msg = (
+            f"adata shares no gene with the model (its {model.n_genes} genes, e.g. {model.genes[:3]}): it was trained "
+            "on another gene set. Use data with these genes, or pass an H&E-only AnnData (adata[:, []]) to get a new "
+            "AnnData with the model's genes."
+        )
+        raise KeyError(msg)
+    return shared
+
+
+def _output(adata: AnnData, model: SepalModel, shared: list[str]) -> tuple[AnnData, bool]:
+    """Where predictions go: ``adata`` itself when its genes are exactly the model's, else a new AnnData."""
+    if adata.n_vars == len(shared) == model.n_genes:
+        return adata, True
+    target = AnnData(
+        X=np.zeros((adata.n_obs, model.n_genes), dtype=np.float32),
+        obs=adata.obs.copy(),
+        var=pd.DataFrame(index=pd.Index(model.genes)),
+    )
+    target.obsm["spatial"] = np.asarray(adata.obsm["spatial"]).copy()
+    target.uns["spatial"] = adata.uns.get("spatial", {})
+    if shared:  # the measured values of the shared genes travel along, so the new AnnData can be evaluated
+        columns = target.var_names.get_indexer(shared)
+        for name in adata.layers:
+            layer = np.zeros(target.shape, dtype=np.float32)
+            layer[:, columns] = np.asarray(_dense(adata[:, shared].layers[name]), dtype=np.float32)
+            target.layers[name] = layer
+        target.var["measured"] = target.var_names.isin(shared)
+    return target, False
+
+
+def _dense(matrix):
+    return matrix.toarray() if hasattr(matrix, "toarray") else matrix
 
 
 @spatialdata_aware(images="full")
@@ -27,66 +64,66 @@ def predict(
     model: SepalModel,
     *,
     image: Any = None,
+    embedding_key: str | None = None,
     key_added: str = "sepal",
-    patch_scale: float | None = None,
-    patch_size: int | None = None,
     batch_size: int = 64,
     device: str = "auto",
     num_workers: int = 0,
     library_key: str | None = DEFAULT_LIBRARY_KEY,
     tta: bool = False,
+    copy: bool = False,
 ) -> AnnData | None:
-    """Predict expression for every spot of ``adata`` from its H&E image.
+    """Predict expression for every spot of ``adata`` from its H&E image (or precomputed embeddings).
+
+    Predictions always cover exactly the model's genes. When ``adata``'s genes are the model's genes (any
+    order; e.g. the output of :func:`sepal_tl.pp.run`), they are written into ``adata`` (scanpy's ``copy``
+    semantics). Otherwise — an H&E-only AnnData (e.g. from :func:`sepal_tl.io.spot_grid`), or other genes — a
+    new AnnData over the model's genes is returned, with the spots of ``adata``; measured layers of the genes it
+    shares with ``adata`` are copied into it (zeros elsewhere, ``var["measured"]`` says which), so that it can
+    be evaluated. Nothing is ever filled with NaN.
 
     Parameters
     ----------
     adata
         Spots with ``obsm["spatial"]``, array coordinates (for the spatial stage), spot diameters and images.
-        Either with expression whose genes include the model's (predictions fill the model's gene columns,
-        NaN in the others), or H&E-only — no genes, e.g. from :func:`sepal_tl.io.spot_grid` or ``adata[:, []]``
-        — in which case a new AnnData with the model's genes is returned.
     model
         A trained :class:`~sepal_tl.tl.SepalModel` (e.g. :meth:`SepalModel.load`).
     image
         Image sources per library (see :func:`sepal_tl.tl.fit_encoder`).
+    embedding_key
+        ``obsm`` key of embeddings made by the model's encoder (default: the key the model was trained on if
+        ``adata`` has it, else embeddings computed from the images with the model's encoder).
     key_added
-        Predictions (absolute scale: Δ + train mean) go to ``layers[key_added]``, the local encoder's alone to
-        ``layers[f"{key_added}_local"]``, embeddings to ``obsm[f"X_{key_added}"]``.
-    patch_scale, patch_size
-        Only as a check: they must equal the model's patch geometry (``None``: use the model's).
+        Predictions (absolute scale: Δ + train mean) go to ``layers[key_added]``, the local head's alone to
+        ``layers[f"{key_added}_local"]``, embeddings computed here to ``obsm[f"X_{key_added}"]``.
     batch_size, device, num_workers
         Inference settings.
-    tta
-        Average the local encoder's outputs over the 8 symmetries of each patch (ST-Net's test-time
-        augmentation; 8x slower).
     library_key
         ``obs`` column naming each spot's slide.
+    tta
+        Average the encoder's embeddings over the 8 symmetries of each patch (ST-Net's test-time augmentation;
+        8x slower; with a linear head this equals averaging the local predictions).
+    copy
+        Return a copy instead of writing into ``adata`` (when ``adata`` has the model's genes).
     table_key
         With a :class:`~spatialdata.SpatialData`: the table to work on (default: the only table, else ``"table"``);
         spots, spot sizes and images are found through the elements it annotates (see :mod:`sepal_tl._sdata`).
 
     Returns
     -------
-    ``None`` when ``adata`` has expression (written in place), else a new AnnData with the model's genes as
-    ``var``, the spots of ``adata`` as ``obs`` and the predictions in ``X`` and the layers.
+    ``None`` when the predictions were written into ``adata``; else the AnnData holding them (a copy of
+    ``adata`` with ``copy=True``, or the new AnnData over the model's genes).
     """
-    requested = {"patch_scale": patch_scale, "patch_size": patch_size}
-    for name, value in requested.items():
-        if value is not None and value != getattr(model.geometry, name):
-            msg = (
-                f"{name}={value} does not match the model's patch geometry ({model.geometry}); patches must be cut "
-                "as in training. Leave it unset, or train a model with this geometry."
-            )
-            raise ValueError(msg)
-    for lib in adata.uns.get("spatial", {}):
-        PatchGeometry.window_side(model.geometry, adata, lib)
-    h_and_e_only = adata.n_vars == 0
-    if not h_and_e_only:
-        check_model_genes(adata, model.genes)
+    shared = _check_genes(adata, model)
+    key = embedding_key or (model.embedding_key if model.embedding_key in adata.obsm else None)
+    if key is None and model.encoder.backbone is not None:
+        for lib in adata.uns.get("spatial", {}):
+            PatchGeometry.window_side(model.geometry, adata, lib)
+    libraries = resolve_libraries(adata, library_key)
     if model.spatial is not None:
         coords = check_array_coords(adata)
         training = model.config["spatial"]["training"]
-        adjacency, lattice = lattice_graph(adata, resolve_libraries(adata, library_key), geometry=training["geometry"])
+        adjacency, lattice = lattice_graph(adata, libraries, geometry=training["geometry"])
         if training.get("lattice", lattice) != lattice:
             msg = (
                 f"The model's spatial stage was trained on a {training['lattice']} lattice but these spots lie on a "
@@ -94,10 +131,10 @@ def predict(
                 "this kind of data, or refit it with spatial=False to predict with the local encoder alone."
             )
             raise ValueError(msg)
-
-    local, embeddings = encode(
+    raw = model_embeddings(
         adata,
         model,
+        embedding_key=key,
         image=image,
         batch_size=batch_size,
         device=device,
@@ -105,35 +142,36 @@ def predict(
         library_key=library_key,
         tta=tta,
     )
+    features, local = model.heads_input(raw, libraries.astype(str).to_numpy())
     final = local
     if model.spatial is not None:
-        inputs = SpatialInputs(embeddings, local, hop_neighbourhoods(adjacency, training["n_hops"]), coords, lattice)
+        inputs = SpatialInputs(features, local, hop_neighbourhoods(adjacency, training["n_hops"]), coords, lattice)
         final = inputs.predict(model.spatial, batch_size=batch_size, device=device)
     local, final = local + model.offset, final + model.offset
 
-    if h_and_e_only:
-        target = AnnData(X=final.copy(), obs=adata.obs.copy(), var=pd.DataFrame(index=pd.Index(model.genes)))
-        target.obsm["spatial"] = np.asarray(adata.obsm["spatial"]).copy()
-        target.uns["spatial"] = adata.uns.get("spatial", {})
-        columns = slice(None)
-    else:
-        target = adata
-        columns = target.var_names.get_indexer(model.genes)
-
-    def full(values: np.ndarray) -> np.ndarray:  # the model's genes; NaN in the other columns
-        out = np.full(target.shape, np.nan, dtype=np.float32)
-        out[:, columns] = values
-        return out
-
-    target.obsm[f"X_{key_added}"] = embeddings
-    target.layers[f"{key_added}_local"] = full(local)
-    target.layers[key_added] = full(final)
+    target, in_place = _output(adata, model, shared)
+    if in_place and copy:
+        target = adata.copy()
+    columns = target.var_names.get_indexer(model.genes)
+    order = np.argsort(columns)  # model order → the target's column order
+    if key is None:
+        target.obsm[f"X_{key_added}"] = raw
+    target.layers[f"{key_added}_local"] = local[:, order]
+    target.layers[key_added] = final[:, order]
+    if not in_place:
+        target.X = target.layers[key_added].copy()
     target.uns.setdefault("sepal", {}).setdefault("tl", {})["embedding_model"] = model.uid
     record(
         target,
         "tl",
         "predict",
-        {"model": model.uid, "key_added": key_added, "spatial": model.spatial is not None, "tta": tta},
+        {
+            "model": model.uid,
+            "key_added": key_added,
+            "spatial": model.spatial is not None,
+            "tta": tta,
+            "embedding_key": key,
+        },
     )
     logger.info("added %r and '%s_local' to adata.layers", key_added, key_added)
-    return target if h_and_e_only else None
+    return None if in_place and not copy else target

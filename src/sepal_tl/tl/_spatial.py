@@ -15,10 +15,10 @@ from sepal_tl._logging import logger
 from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._settings import settings
 from sepal_tl._uns import record
-from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_array_coords, resolve_libraries
+from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_array_coords, check_choice, resolve_libraries
 from sepal_tl.tl._gnn import SpatialHead
 from sepal_tl.tl._inputs import check_model_genes, dense_layer, split_indices
-from sepal_tl.tl._local import encode, write_local_outputs
+from sepal_tl.tl._local import model_embeddings, write_local_outputs
 from sepal_tl.tl._model import SepalModel
 from sepal_tl.tl._neighbourhoods import ALLOWED_HOPS, Neighbourhoods, collate_subgraphs, hop_neighbourhoods
 from sepal_tl.tl._training import device_of, regression_task, run_training
@@ -78,41 +78,98 @@ def spatial_inputs(
     library_key: str | None,
     geometry: str,
     device: str | None,
+    embedding_key: str | None = None,
     num_workers: int = 0,
 ) -> SpatialInputs:
     """What the spatial stage reads for ``adata``.
 
-    The embeddings and local predictions of ``model`` (reused when ``adata`` already holds this model's, else
-    computed and stored) and the m-hop neighbourhoods of the slides' lattice graphs.
+    The model's (standardised) embeddings and local predictions — from ``obsm[embedding_key]``, reused when
+    ``adata`` already holds this model's, else computed and stored — and the m-hop neighbourhoods of the slides'
+    lattice graphs.
     """
-    emb_key, local_key = f"X_{key_added}", f"{key_added}_local"
+    emb_key = f"X_{key_added}"
     fresh = (
-        adata.uns.get("sepal", {}).get("tl", {}).get("embedding_model") == model.uid
+        embedding_key is None
+        and adata.uns.get("sepal", {}).get("tl", {}).get("embedding_model") == model.uid
         and emb_key in adata.obsm
-        and local_key in adata.layers
     )
-    if fresh:
-        embeddings = np.asarray(adata.obsm[emb_key], dtype=np.float32)
-        local = np.asarray(adata.layers[local_key], dtype=np.float32) - model.offset
-    else:
-        local, embeddings = encode(
-            adata, model, image=image, device=device, num_workers=num_workers, library_key=library_key
-        )
-        write_local_outputs(adata, model, local, embeddings, key_added)
+    raw = model_embeddings(
+        adata,
+        model,
+        embedding_key=emb_key if fresh else embedding_key,
+        image=image,
+        device=device,
+        num_workers=num_workers,
+        library_key=library_key,
+    )
     libraries = resolve_libraries(adata, library_key)
+    features, local = model.heads_input(raw, libraries.astype(str).to_numpy())
+    if not fresh and embedding_key is None:
+        write_local_outputs(adata, model, local, raw, key_added)
     adjacency, lattice = lattice_graph(adata, libraries, geometry=geometry)
-    return SpatialInputs(embeddings, local, hop_neighbourhoods(adjacency, n_hops), check_array_coords(adata), lattice)
+    return SpatialInputs(features, local, hop_neighbourhoods(adjacency, n_hops), check_array_coords(adata), lattice)
 
 
-def spatial_loss(inputs: SpatialInputs, targets: torch.Tensor):
-    """MSE of (local prediction + correction) against the centre's target, as in the paper."""
+def check_spatial_options(
+    *,
+    n_hops: int,
+    operator: str,
+    hidden: Sequence[int],
+    pre: Sequence[int],
+    post: Sequence[int],
+    aggregation: str,
+    pooling: str,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    patience: int | None,
+    geometry: str,
+) -> dict[str, Any]:
+    """Validate every option of the spatial stage (cheaply, before any training) and return its architecture.
 
-    def compute(head: SpatialHead, batch) -> torch.Tensor:
+    :func:`sepal_tl.tl.fit` calls this before it trains the encoder, so that a typo never costs an encoder run.
+    """
+    if n_hops not in ALLOWED_HOPS:
+        msg = f"n_hops={n_hops!r} is out of range; use one of {list(ALLOWED_HOPS)} (hops on the lattice graph)."
+        raise ValueError(msg)
+    check_choice("geometry", geometry, ["auto", "hex", "square"])
+    for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            msg = f"{name}={value!r} must be an integer >= {low}."
+            raise ValueError(msg)
+    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 0):
+        msg = f"patience={patience!r} must be None (no early stopping) or an integer >= 0."
+        raise ValueError(msg)
+    for name, value in (("lr", lr), ("weight_decay", weight_decay)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value) or value < 0:
+            msg = f"{name}={value!r} must be a finite number >= 0."
+            raise ValueError(msg)
+    if lr == 0:
+        msg = "lr=0 would never change the weights; pass a positive learning rate."
+        raise ValueError(msg)
+    architecture = {
+        "operator": operator,
+        "hidden": list(hidden),
+        "pre": list(pre),
+        "post": list(post),
+        "aggregation": aggregation,
+        "pooling": pooling,
+    }
+    SpatialHead(8, 1, **architecture)  # the layer options are validated by building a small head
+    return architecture
+
+
+class SpatialLoss:
+    """MSE of (local prediction + correction) against the centre's target, as in the paper (picklable)."""
+
+    def __init__(self, inputs: SpatialInputs, targets: torch.Tensor) -> None:
+        self.inputs, self.targets = inputs, targets
+
+    def __call__(self, head: SpatialHead, batch) -> torch.Tensor:
         (centres,) = batch
-        pred = inputs.forward(head, centres)
-        return torch.nn.functional.mse_loss(pred, targets[centres].to(pred.device))
-
-    return compute
+        pred = self.inputs.forward(head, centres)
+        return torch.nn.functional.mse_loss(pred, self.targets[centres].to(pred.device))
 
 
 @spatialdata_aware(images="full")
@@ -140,11 +197,13 @@ def fit_spatial(
     trainer_kwargs: dict[str, Any] | None = None,
     key_added: str = "sepal",
     library_key: str | None = DEFAULT_LIBRARY_KEY,
+    embedding_key: str | None = None,
 ) -> SepalModel:
     """Train SEPAL's spatial stage on top of a trained local encoder.
 
     With the encoder frozen, every spot's embedding and local prediction are computed once (same patches and
-    transform as in training). For each spot, the subgraph induced by its ``n_hops``-hop neighbourhood on the
+    transform as in training, or read from ``obsm[embedding_key]``) and the embeddings are standardised as the
+    model's head saw them (``embedding_norm`` of :func:`fit_encoder`). For each spot, the subgraph induced by its ``n_hops``-hop neighbourhood on the
     slide's lattice (centre first) carries node features = embedding ⊕ a fixed 2D sinusoidal encoding of the
     node's array offset from the centre; graph layers, pooling and an MLP give a per-gene correction that is
     added to the centre's local prediction. Loss: MSE against the centre's target (Δ for ``target="delta"``).
@@ -183,6 +242,10 @@ def fit_spatial(
         Final predictions go to ``layers[key_added]`` (absolute scale).
     library_key
         ``obs`` column naming each spot's slide.
+    embedding_key
+        ``obsm`` key of precomputed embeddings of the model's encoder to use as node features (default: the
+        key the model's head was fitted on, else the model's own embeddings, computed when missing). With it,
+        the spatial stage never touches images.
     table_key
         With a :class:`~spatialdata.SpatialData`: the table to work on (default: the only table, else ``"table"``);
         spots, spot sizes and images are found through the elements it annotates (see :mod:`sepal_tl._sdata`).
@@ -192,21 +255,25 @@ def fit_spatial(
     ``model`` with its spatial head; ``adata`` gains ``layers[key_added]`` and ``uns["sepal"]["tl"]["fit_spatial"]``.
     """
     L = import_lightning()
+    architecture = check_spatial_options(
+        n_hops=n_hops,
+        operator=operator,
+        hidden=hidden,
+        pre=pre,
+        post=post,
+        aggregation=aggregation,
+        pooling=pooling,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        patience=patience,
+        geometry=geometry,
+    )
     check_model_genes(adata, model.genes)
     splits = split_indices(adata, split_key)
     targets = torch.as_tensor(dense_layer(adata, model.config["layer"], genes=model.genes) - model.offset)
     seed = settings.seed if random_state is None else random_state
-    architecture = {
-        "operator": operator,
-        "hidden": list(hidden),
-        "pre": list(pre),
-        "post": list(post),
-        "aggregation": aggregation,
-        "pooling": pooling,
-    }
-    if n_hops not in ALLOWED_HOPS:
-        msg = f"n_hops={n_hops!r} is out of range; use one of {list(ALLOWED_HOPS)} (hops on the lattice graph)."
-        raise ValueError(msg)
     L.seed_everything(seed, workers=True, verbose=False)
     head = SpatialHead(model.encoder.embedding_dim, model.n_genes, **architecture)  # validates the options
     inputs = spatial_inputs(
@@ -218,6 +285,7 @@ def fit_spatial(
         library_key=library_key,
         geometry=geometry,
         device=device,
+        embedding_key=embedding_key or model.embedding_key,
     )
 
     def loader(name: str, shuffle: bool):
@@ -227,7 +295,7 @@ def fit_spatial(
         return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle)
 
     val_loader = loader("val", False)
-    task = regression_task(head, spatial_loss(inputs, targets), lr=lr, weight_decay=weight_decay)
+    task = regression_task(head, SpatialLoss(inputs, targets), lr=lr, weight_decay=weight_decay)
     history, best = run_training(
         task,
         loader("train", True),
@@ -240,6 +308,7 @@ def fit_spatial(
     model.spatial = task.net
     training = {
         "n_hops": n_hops,
+        "embedding_key": embedding_key or model.embedding_key,
         "geometry": geometry,
         "lattice": inputs.lattice,
         "epochs": epochs,

@@ -1,0 +1,223 @@
+"""``sepal.tl.embed``: frozen embeddings of any image encoder, streamed into ``obsm``."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any
+
+import numpy as np
+import torch
+from anndata import AnnData
+from torch import nn
+
+from sepal_tl._logging import logger
+from sepal_tl._sdata import spatialdata_aware
+from sepal_tl._uns import record
+from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_finite
+from sepal_tl.tl._backbones import EncoderSpec, load_backbone
+from sepal_tl.tl._encoder import backbone_width
+from sepal_tl.tl._images import resolve_images
+from sepal_tl.tl._model import SepalModel
+from sepal_tl.tl._patches import PatchGeometry, SpotPatches, eight_symmetries
+from sepal_tl.tl._training import device_of
+
+#: ``uns["sepal"]["embeddings"][key]`` holds, as JSON, the encoder spec and patch geometry that made ``obsm[key]``.
+EMBEDDINGS_UNS = "embeddings"
+
+
+def compute_embeddings(
+    adata: AnnData,
+    backbone: nn.Module,
+    geometry: PatchGeometry,
+    *,
+    sources: dict,
+    library_key: str,
+    batch_size: int = 64,
+    device: str | None = "auto",
+    num_workers: int = 0,
+    tta: bool = False,
+) -> np.ndarray:
+    """Pooled features of ``backbone`` for every spot's patch, written batch by batch into one float32 array.
+
+    Patches are cut and normalised by ``geometry`` (no augmentation); ``tta=True`` averages the 8 symmetries of
+    each patch. bf16 autocast on GPUs that support it. Memory: the output array plus one batch.
+    """
+    dataset = SpotPatches(adata, sources, geometry, library_key=library_key)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    target = device_of(device)
+    out = np.empty((adata.n_obs, backbone_width(backbone)), dtype=np.float32)
+    bf16 = target.type == "cuda" and torch.cuda.is_bf16_supported()
+    backbone = backbone.to(target).eval()
+    start = 0
+    with torch.inference_mode(), torch.autocast(target.type, dtype=torch.bfloat16, enabled=bf16):
+        for patches in _progress(loader):
+            views = eight_symmetries(patches) if tta else patches[None]
+            features = torch.stack([backbone(view.to(target, non_blocking=True)).float() for view in views]).mean(0)
+            out[start : start + len(patches)] = features.cpu().numpy()
+            start += len(patches)
+    backbone.to("cpu")
+    check_finite(out, what="the encoder's embeddings")
+    return out
+
+
+def _progress(loader):
+    from sepal_tl._settings import settings
+
+    if settings.verbosity < 1 or len(loader) < 2:
+        return loader
+    from tqdm.auto import tqdm
+
+    return tqdm(loader, desc="embedding", unit="batch", leave=False)
+
+
+def default_key(name: str) -> str:
+    """``obsm`` key for an encoder name: ``"hf-hub:MahmoodLab/UNI"`` → ``"X_uni"``, ``"densenet121"`` → ``"X_densenet121"``."""
+    last = re.split(r"[/:]", str(name).rstrip("/"))[-1].lower()
+    return "X_" + re.sub(r"[^0-9a-z]+", "_", last.removesuffix(".safetensors")).strip("_")
+
+
+def recorded_encoder(adata: AnnData, key: str) -> dict[str, Any] | None:
+    """What :func:`embed` recorded for ``obsm[key]`` (``None`` if it did not make them).
+
+    A dict with ``"encoder"`` (:meth:`EncoderSpec.to_dict`), ``"geometry"`` (:meth:`PatchGeometry.to_dict`),
+    ``"tta"``, and the ``"pretrained"`` / ``"model_kwargs"`` needed to load the same encoder again
+    (``"pretrained"`` is ``None`` when the encoder came from a :class:`SepalModel`).
+    """
+    entry = adata.uns.get("sepal", {}).get(EMBEDDINGS_UNS, {}).get(key)
+    return None if entry is None else json.loads(entry)
+
+
+@spatialdata_aware(images="full")
+def embed(
+    adata: AnnData,
+    encoder: str | os.PathLike | SepalModel,
+    *,
+    pretrained: bool | str | os.PathLike = True,
+    model_kwargs: dict[str, Any] | None = None,
+    strict: bool = True,
+    image: Any = None,
+    key_added: str | None = None,
+    patch_scale: float = 1.0,
+    patch_size: int | None = None,
+    mean: tuple[float, float, float] | None = None,
+    std: tuple[float, float, float] | None = None,
+    batch_size: int = 64,
+    tta: bool = False,
+    device: str = "auto",
+    num_workers: int = 0,
+    library_key: str | None = DEFAULT_LIBRARY_KEY,
+) -> None:
+    """Frozen embeddings of an image encoder for every spot, into ``adata.obsm``.
+
+    The field's usual first step with pathology foundation models (UNI, H-optimus-0, Virchow2, Phikon, CONCH …):
+    embed once, then fit light heads on the embeddings (:func:`fit_encoder` with ``embedding_key=``) and SEPAL's
+    spatial stage (:func:`fit_spatial` with ``embedding_key=``). Works on H&E-only AnnData too.
+
+    Parameters
+    ----------
+    adata
+        Spots with ``obsm["spatial"]``, spot diameters and images (see :func:`fit_encoder`); expression is not used.
+    encoder
+        A timm name (``"densenet121"``, ``"vit_base_patch16_224.augreg_in21k"``), a hub id
+        (``"hf-hub:MahmoodLab/UNI"``), a local hub-style folder (``config.json`` + weights) or a trained
+        :class:`SepalModel` (its backbone and patch geometry).
+    pretrained
+        ``True`` (weights through timm and huggingface_hub's cache; ``HF_HUB_OFFLINE=1`` with a filled cache works
+        offline), ``False`` (random weights) or a weights file (``.safetensors``, ``.bin``/``.pth``).
+    model_kwargs
+        Extra arguments of :func:`timm.create_model` (UNI: ``{"init_values": 1e-5, "dynamic_img_size": True}``).
+    strict
+        Refuse weights with missing or unexpected keys.
+    image
+        Image sources per library (see :func:`sepal_tl.tl.resolve_images`).
+    key_added
+        ``obsm`` key (default from the encoder's name, e.g. ``"X_uni"``, ``"X_densenet121"``).
+    patch_scale
+        Window side as a multiple of the spot diameter.
+    patch_size, mean, std
+        Input side and normalisation (default: the pretrained weights' own, from timm's ``pretrained_cfg`` or the
+        hub/folder ``config.json``).
+    batch_size, device, num_workers
+        Inference settings; bf16 autocast on GPUs that support it.
+    tta
+        Average the embeddings over the 8 symmetries of each patch (8x slower).
+    library_key
+        ``obs`` column naming each spot's slide.
+    table_key
+        With a :class:`~spatialdata.SpatialData`: the table to work on (default: the only table, else ``"table"``);
+        spots, spot sizes and images are found through the elements it annotates (see :mod:`sepal_tl._sdata`).
+
+    Returns
+    -------
+    Nothing; ``adata.obsm[key_added]`` holds ``(n_spots, width)`` float32 embeddings and
+    ``adata.uns["sepal"]["embeddings"][key_added]`` (JSON) the encoder's source and the patch geometry, so that
+    :func:`fit` can attach the same encoder to a model trained on these embeddings.
+
+    Examples
+    --------
+    >>> import sepal_tl as sepal
+    >>> adata = sepal.datasets.synthetic(n_slides=1, n_spots=50)
+    >>> sepal.tl.embed(adata, "resnet18", pretrained=False, patch_size=32)  # doctest: +SKIP
+    >>> adata.obsm["X_resnet18"].shape  # doctest: +SKIP
+    (50, 512)
+    """
+    lib_key = library_key or DEFAULT_LIBRARY_KEY
+    sources = resolve_images(adata, image, library_key=lib_key)
+    if isinstance(encoder, SepalModel):
+        if encoder.encoder.backbone is None:
+            msg = "This SepalModel was trained on precomputed embeddings and has no image backbone to embed with."
+            raise ValueError(msg)
+        backbone, geometry = encoder.encoder.backbone, encoder.geometry
+        spec = EncoderSpec.from_dict(encoder.config["encoder"]["spec"])
+        name = spec.name
+    else:
+        name = str(encoder)
+        folder = os.path.isdir(name)
+        backbone, spec = load_backbone(
+            None if folder else name,
+            pretrained=name if folder else pretrained,
+            model_kwargs=model_kwargs,
+            strict=strict,
+            image_size=patch_size,
+        )
+        geometry = PatchGeometry(
+            patch_scale=patch_scale,
+            patch_size=patch_size or spec.input_size,
+            mean=tuple(mean or spec.mean),
+            std=tuple(std or spec.std),
+        )
+    for lib in sources:
+        geometry.window_side(adata, lib)  # every slide needs a spot diameter
+    key = key_added or default_key(name)
+    values = compute_embeddings(
+        adata,
+        backbone,
+        geometry,
+        sources=sources,
+        library_key=lib_key,
+        batch_size=batch_size,
+        device=device,
+        num_workers=num_workers,
+        tta=tta,
+    )
+    adata.obsm[key] = values
+    if isinstance(encoder, SepalModel) or spec.source == "random":
+        source = None  # no file or hub id would give these weights again
+    elif os.path.isdir(name) or not isinstance(pretrained, bool):
+        source = os.path.abspath(name if os.path.isdir(name) else pretrained)
+    else:
+        source = pretrained
+    entry = json.dumps(
+        {
+            "encoder": spec.to_dict(),
+            "geometry": geometry.to_dict(),
+            "tta": tta,
+            "pretrained": source,
+            "model_kwargs": dict(model_kwargs or {}),
+        }
+    )
+    adata.uns.setdefault("sepal", {}).setdefault(EMBEDDINGS_UNS, {})[key] = entry
+    record(adata, "tl", "embed", {"key_added": key, "encoder": spec.name, "source": spec.source, "tta": tta})
+    logger.info("added %r (%d x %d) to adata.obsm", key, *values.shape)
