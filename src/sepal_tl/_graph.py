@@ -9,12 +9,24 @@ from scipy import sparse
 from scipy.spatial import cKDTree
 
 from sepal_tl._geometry import Geometry, lattice_positions, resolve_geometry
-from sepal_tl._validation import check_array_coords
+from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_array_coords, check_unique_positions
+
+#: What :func:`lattice_graph` reports when ``geometry="auto"`` finds hex slides and square slides together.
+MIXED = "mixed"
+
+
+def _slide_groups(adata: AnnData, libraries: pd.Series) -> np.ndarray:
+    """Group codes that never join two slides: ``libraries`` crossed with ``obs["library_id"]`` when present."""
+    keys = [libraries.astype(str).to_numpy()]
+    if DEFAULT_LIBRARY_KEY in adata.obs:
+        keys.append(adata.obs[DEFAULT_LIBRARY_KEY].astype(str).to_numpy())
+    combined = pd.MultiIndex.from_arrays(keys) if len(keys) > 1 else pd.Index(keys[0])
+    return pd.factorize(combined)[0]
 
 
 def lattice_graph(
     adata: AnnData, libraries: pd.Series, *, geometry: str = "auto"
-) -> tuple[sparse.csr_matrix, Geometry]:
+) -> tuple[sparse.csr_matrix, Geometry | str]:
     """Symmetric 0/1 adjacency of lattice neighbours within each slide, and the geometry used.
 
     Neighbours are the spots one pitch apart on the lattice given by the array coordinates
@@ -22,17 +34,23 @@ def lattice_graph(
     edge-sharing spots on legacy ST's square grid — the graph squidpy's grid builder
     (``spatial_neighbors_grid`` with ``n_neighs=6`` / ``4``) gives on a full lattice, but exact on every layout
     (squidpy's k-nearest search also fails on slides of fewer than ``n_neighs + 1`` spots). Using array
-    coordinates rather than pixels keeps the graph exact when pixel positions are jittered. Spots of different
-    slides are never connected.
+    coordinates rather than pixels keeps the graph exact when pixel positions are jittered.
+
+    Spots of different slides are never connected: slides are told apart by ``libraries`` and, whatever it
+    says, by ``obs["library_id"]`` when that column exists. With ``geometry="auto"`` the lattice is inferred
+    per slide, so hex and square slides can be mixed; the geometry returned is then ``"hex"``, ``"square"`` or
+    ``"mixed"``. Two spots of one slide at the same array position raise ``ValueError``.
     """
     coords = check_array_coords(adata)
-    geom = resolve_geometry(geometry, coords)
-    positions = lattice_positions(coords, geom)
-    codes = pd.Categorical(libraries.to_numpy()).codes
-    rows, cols = [], []
-    for code in np.unique(codes):
-        idx = np.flatnonzero(codes == code)
-        pairs = cKDTree(positions[idx]).query_pairs(1.0 + 1e-6, output_type="ndarray")
+    groups = _slide_groups(adata, libraries)
+    check_unique_positions(coords, groups, names=adata.obs_names)
+    rows, cols, found = [], [], set()
+    for code in np.unique(groups):
+        idx = np.flatnonzero(groups == code)
+        geom = resolve_geometry(geometry, coords[idx] if idx.size > 1 or geometry != "auto" else coords)
+        if idx.size > 1:
+            found.add(geom)
+        pairs = cKDTree(lattice_positions(coords[idx], geom)).query_pairs(1.0 + 1e-6, output_type="ndarray")
         rows.append(idx[pairs[:, 0]])
         cols.append(idx[pairs[:, 1]])
     src = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
@@ -43,4 +61,6 @@ def lattice_graph(
         shape=(n, n),
     )
     adjacency.sort_indices()
-    return adjacency, geom
+    if not found:  # no slide has two spots: report what the whole data suggest
+        found.add(resolve_geometry(geometry, coords))
+    return adjacency, found.pop() if len(found) == 1 else MIXED

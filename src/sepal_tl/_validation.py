@@ -200,3 +200,29 @@ def check_positive(name: str, value) -> float:
         msg = f"{name} must be a positive, finite number, got {value!r}."
         raise ValueError(msg)
     return number
+
+
+def check_unique_var_names(adata: AnnData) -> None:
+    """Raise ``ValueError`` if a gene name occurs twice (selections by name would pick both copies)."""
+    duplicated = adata.var_names[adata.var_names.duplicated()]
+    if len(duplicated):
+        msg = (
+            f"adata.var_names has {len(duplicated)} duplicated gene name(s), e.g. {list(duplicated.unique()[:5])}; "
+            "steps that select genes by name would pick every copy. Call adata.var_names_make_unique() first."
+        )
+        raise ValueError(msg)
+
+
+def check_unique_positions(coords: np.ndarray, groups: np.ndarray, *, names: Sequence[str]) -> None:
+    """Raise ``ValueError`` if two spots of one slide (same ``groups`` code) share an array position."""
+    frame = pd.DataFrame({"group": groups, "row": coords[:, 0], "col": coords[:, 1]})
+    duplicated = frame.duplicated(keep=False).to_numpy()
+    if duplicated.any():
+        first = np.flatnonzero(duplicated)[:4]
+        msg = (
+            f"{int(duplicated.sum())} spots share an array position with another spot of the same slide, e.g. "
+            f"{[str(names[i]) for i in first]} at (array_row, array_col) = {tuple(int(v) for v in coords[first[0]])}. "
+            "If the data hold several slides, name each spot's slide in obs['library_id'] (or pass library_key=); "
+            "otherwise drop the duplicated spots."
+        )
+        raise ValueError(msg)
