@@ -181,7 +181,7 @@ class _Picture:
 
 def _levels(element) -> list:
     """The levels of an image element, highest resolution first (one for a plain ``DataArray``)."""
-    if hasattr(element, "dims"):
+    if type(element).__name__ != "DataTree":
         return [element]
     return [next(iter(element[name].ds.data_vars.values())) for name in element.children]
 
@@ -425,8 +425,8 @@ def _as_new_table(sdata, table_key: str, source: AnnData, result: AnnData, name:
     from spatialdata.models import TableModel
 
     attrs = source.uns[_ATTRS]
-    for key in (attrs["region_key"], attrs["instance_key"]):
-        result.obs[key] = source.obs[key].reindex(result.obs_names).to_numpy()
+    result.obs[attrs["region_key"]] = source.obs[attrs["region_key"]].reindex(result.obs_names).astype("category")
+    result.obs[attrs["instance_key"]] = source.obs[attrs["instance_key"]].reindex(result.obs_names).to_numpy()
     if name in sdata.tables:
         logger.warning("table %r is replaced by the predictions.", name)
     sdata.tables[name] = TableModel.parse(

@@ -174,7 +174,7 @@ def _uns_images(sdata: SpatialData, slide) -> tuple[dict, dict]:
         if name not in sdata.images:
             continue
         element = sdata.images[name]
-        level = element if hasattr(element, "dims") else sd.get_pyramid_levels(element, n=0)
+        level = sd.get_pyramid_levels(element, n=0) if type(element).__name__ == "DataTree" else element
         to_shapes = image_to_shapes(sdata, name, level, slide.region, slide.centres)
         scale = to_shapes[0, 0]
         if not (np.allclose(to_shapes[[0, 1], [1, 0]], 0) and np.isclose(to_shapes[1, 1], scale, rtol=1e-3)):

@@ -23,6 +23,7 @@ from sepal_tl._validation import (
     check_choice,
     check_finite,
     check_spatial,
+    check_unique_var_names,
     get_matrix,
     resolve_libraries,
 )
@@ -50,7 +51,6 @@ def _slide_moran(values, adjacency: sparse.csr_matrix) -> np.ndarray:
     return result["I"].reindex(slide.var_names).to_numpy(dtype=float)
 
 
-@spatialdata_aware()
 def reference_graph(adata: AnnData, libraries: pd.Series, geometry: str) -> sparse.csr_matrix:
     """The authors' graph: per slide, :func:`squidpy.gr.spatial_neighbors` on ``obsm["spatial"]`` (pixels).
 
@@ -81,6 +81,7 @@ def reference_graph(adata: AnnData, libraries: pd.Series, geometry: str) -> spar
     return adjacency
 
 
+@spatialdata_aware()
 def select_genes(
     adata: AnnData,
     *,
@@ -143,6 +144,7 @@ def select_genes(
     ``var["highly_spatial"]``, ``varm[f"{key_added}_per_slide"]`` (one column per chosen slide), the graph in
     ``obsp[connectivities_key]`` and ``uns["sepal"]["pp"]["select_genes"]``.
     """
+    check_unique_var_names(adata)
     if not isinstance(n_top, int | np.integer) or n_top < 1:
         msg = f"n_top must be a positive integer, got {n_top!r}."
         raise ValueError(msg)
