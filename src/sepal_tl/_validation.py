@@ -226,3 +226,23 @@ def check_unique_positions(coords: np.ndarray, groups: np.ndarray, *, names: Seq
             "otherwise drop the duplicated spots."
         )
         raise ValueError(msg)
+
+
+def check_counts_layer(adata: AnnData) -> None:
+    """Raise ``ValueError`` if ``layers["counts"]`` exists but differs from ``X`` (a stale copy of the raw counts)."""
+    if "counts" not in adata.layers or adata.X is None:
+        return
+    counts, x = adata.layers["counts"], adata.X
+    if counts.shape != x.shape:
+        differ = True
+    elif sparse.issparse(counts) or sparse.issparse(x):
+        differ = (sparse.csr_matrix(counts) != sparse.csr_matrix(x)).nnz > 0
+    else:
+        differ = not np.array_equal(np.asarray(counts), np.asarray(x))
+    if differ:
+        msg = (
+            "adata.layers['counts'] differs from adata.X, so one of them is stale; this step reads the raw counts "
+            "from X and keeps layers['counts'] as their copy. Set adata.layers['counts'] = adata.X.copy(), or "
+            "delete the layer, or put the raw counts back in X."
+        )
+        raise ValueError(msg)

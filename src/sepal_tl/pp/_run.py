@@ -11,7 +11,7 @@ from anndata import AnnData
 from sepal_tl._logging import logger
 from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._uns import record
-from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_choice
+from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_choice, check_counts_layer, check_unique_var_names
 
 from ._combat import combat as _combat
 from ._denoise import denoise
@@ -73,6 +73,8 @@ def run(
     in ``uns["sepal"]["pp"]["summary"]``; :func:`run_summary` gives them as a table.
     """
     check_choice("preset", preset, list(PRESETS))
+    check_unique_var_names(adata)
+    check_counts_layer(adata)
     unknown = sorted(set(overrides) - set(PRESETS[preset]))
     if unknown:
         msg = f"Unknown option(s) {unknown} for sepal.pp.run; valid overrides are {sorted(PRESETS[preset])}."
