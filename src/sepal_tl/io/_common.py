@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +26,21 @@ def require_file(path: str | os.PathLike, what: str) -> Path:
         msg = f"{what} not found: {str(path)!r} does not exist or is not a file."
         raise FileNotFoundError(msg)
     return path
+
+
+@contextmanager
+def reading(path: Path, what: str) -> Iterator[None]:
+    """Turn a parser's error on a truncated or malformed file into a ``ValueError`` naming the file."""
+    try:
+        yield
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        msg = (
+            f"Cannot read the {what} {str(path)!r} ({type(err).__name__}: {err}): the file is truncated, damaged or "
+            "not in the expected format. Download or export it again."
+        )
+        raise ValueError(msg) from err
 
 
 def counts_matrix(matrix, *, what: str) -> sparse.csr_matrix:

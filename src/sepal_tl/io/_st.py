@@ -10,8 +10,9 @@ import pandas as pd
 from anndata import AnnData
 
 from sepal_tl._logging import logger
+from sepal_tl._validation import check_positive
 
-from ._common import check_library_id, counts_matrix, finish, require_file, spatial_entry
+from ._common import check_library_id, counts_matrix, finish, reading, require_file, spatial_entry
 from ._images import check_within_image, downscale, image_size, read_image_downscaled, scaled_size
 
 HIRES_MAX_SIDE = 2000
@@ -32,7 +33,8 @@ def _integer_column(values: pd.Series, *, name: str, path: os.PathLike) -> np.nd
 
 def _read_spots(path: os.PathLike) -> pd.DataFrame:
     """Read the spot file and index it by ``f"{x}x{y}"``, keeping ``selected == 1`` rows when that column exists."""
-    spots = pd.read_csv(path, sep=None, engine="python")
+    with reading(path, "spot file"):
+        spots = pd.read_csv(path, sep=None, engine="python")
     missing = [c for c in _SPOT_COLUMNS if c not in spots.columns]
     if missing:
         msg = (
@@ -64,7 +66,8 @@ def _read_spots(path: os.PathLike) -> pd.DataFrame:
 
 def _read_counts(path: os.PathLike) -> pd.DataFrame:
     """Read a spots x genes TSV whose first column holds the ``"{x}x{y}"`` spot names."""
-    counts = pd.read_csv(path, sep="\t", index_col=0)
+    with reading(path, "count matrix"):
+        counts = pd.read_csv(path, sep="\t", index_col=0)
     counts.index = counts.index.astype(str)
     counts.columns = counts.columns.astype(str)
     duplicated = counts.index[counts.index.duplicated()]
@@ -106,10 +109,7 @@ def spot_pitch(array_xy: np.ndarray, pixel_xy: np.ndarray) -> tuple[float, int]:
 
 def _spot_diameter(given: float | None, array_xy: np.ndarray, pixel_xy: np.ndarray) -> tuple[float, str]:
     if given is not None:
-        if not np.isfinite(given) or given <= 0:
-            msg = f"spot_diameter_px must be a positive number of pixels, got {given!r}."
-            raise ValueError(msg)
-        return float(given), "given"
+        return check_positive("spot_diameter_px", given), "given"
     pitch, n_pairs = spot_pitch(array_xy, pixel_xy)
     source = (
         f"derived from spot pitch: median {pitch:.2f} px between {n_pairs} lattice-adjacent spot pairs, "

@@ -14,7 +14,7 @@ from anndata import AnnData
 
 from sepal_tl._logging import logger
 
-from ._common import check_library_id, counts_matrix, finish, require_file, spatial_entry
+from ._common import check_library_id, counts_matrix, finish, reading, require_file, spatial_entry
 from ._images import check_within_image, image_size, read_image
 
 _MATRIX = "filtered_feature_bc_matrix.h5"
@@ -42,22 +42,76 @@ def _read_positions(spatial_dir: Path) -> pd.DataFrame:
     parquet = spatial_dir / "tissue_positions.parquet"
     without_header = spatial_dir / "tissue_positions_list.csv"
     if with_header.is_file():
-        positions = pd.read_csv(with_header)
+        path, read = with_header, lambda: pd.read_csv(with_header)
     elif parquet.is_file():
-        positions = pd.read_parquet(parquet)
+        path, read = parquet, lambda: pd.read_parquet(parquet)
     elif without_header.is_file():
-        positions = pd.read_csv(without_header, header=None, names=_POSITION_COLUMNS)
+        path, read = without_header, lambda: pd.read_csv(without_header, header=None, names=_POSITION_COLUMNS)
     else:
         msg = (
             f"Spot positions not found: neither {str(with_header)!r} nor {str(without_header)!r} exists. "
             "read_visium expects Space Ranger's spatial/ folder next to the count matrix."
         )
         raise FileNotFoundError(msg)
+    with reading(path, "spot positions file"):
+        positions = read()
     missing = [c for c in _POSITION_COLUMNS if c not in positions.columns]
     if missing:
-        msg = f"The spot positions file in {str(spatial_dir)!r} lacks the columns {missing}."
+        msg = f"The spot positions file {str(path)!r} lacks the columns {missing}."
         raise ValueError(msg)
-    return positions.set_index("barcode")
+    for column in ("in_tissue", "array_row", "array_col"):
+        positions[column] = _integer_column(positions[column], column, path)
+    if not positions["in_tissue"].isin([0, 1]).all():
+        msg = f"Column 'in_tissue' of {str(path)!r} must hold 0 or 1 for every spot."
+        raise ValueError(msg)
+    for column in ("pxl_row_in_fullres", "pxl_col_in_fullres"):
+        values = pd.to_numeric(positions[column], errors="coerce")
+        if not np.isfinite(values.to_numpy(dtype=float)).all():
+            msg = f"Column {column!r} of {str(path)!r} has missing or non-numeric pixel coordinates."
+            raise ValueError(msg)
+        positions[column] = values.astype(np.float64)
+    positions = positions.set_index("barcode")
+    if positions.index.duplicated().any():
+        msg = f"{str(path)!r} lists the barcodes {list(positions.index[positions.index.duplicated()][:3])} twice."
+        raise ValueError(msg)
+    return positions
+
+
+def _integer_column(values: pd.Series, column: str, path: Path) -> pd.Series:
+    """Whole numbers of a positions column; fractions ("3.7"), text and empty cells are refused."""
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(numbers) | (numbers != np.round(numbers))
+    if bad.any():
+        first = values.iloc[int(np.flatnonzero(bad)[0])]
+        msg = (
+            f"Column {column!r} of {str(path)!r} must hold whole numbers; {int(bad.sum())} row(s) do not, e.g. "
+            f"{first!r}."
+        )
+        raise ValueError(msg)
+    return pd.Series(numbers.astype(np.int64), index=values.index)
+
+
+def _read_scalefactors(path: Path) -> dict:
+    """Space Ranger's scale factors; the ones read_visium uses must be positive, finite numbers."""
+    with reading(path, "scale factors JSON"):
+        try:
+            scalefactors = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            msg = f"{str(path)!r} is not valid JSON ({err}); is it Space Ranger's scalefactors_json.json?"
+            raise ValueError(msg) from err
+    if not isinstance(scalefactors, dict):
+        msg = f"{str(path)!r} must hold a JSON object of scale factors, got {type(scalefactors).__name__}."
+        raise ValueError(msg)
+    missing = [key for key in _SCALEFACTORS if key not in scalefactors]
+    if missing:
+        msg = f"{str(path)!r} lacks the scale factors {missing}; is it Space Ranger's JSON?"
+        raise ValueError(msg)
+    for key in _SCALEFACTORS:
+        value = scalefactors[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value) or value <= 0:
+            msg = f"Scale factor {key!r} in {str(path)!r} must be a positive, finite number, got {value!r}."
+            raise ValueError(msg)
+    return scalefactors
 
 
 def _h5_metadata(path: Path) -> dict[str, str]:
@@ -74,9 +128,13 @@ def _h5_metadata(path: Path) -> dict[str, str]:
 def _read_count_matrix(path: Path) -> AnnData:
     import scanpy as sc  # imported here: it is slow to import and only this reader needs it
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), reading(path, "Space Ranger count matrix"):
         warnings.filterwarnings("ignore", message=".*not unique.*", category=UserWarning)
-        adata = sc.read_10x_h5(path)
+        try:
+            adata = sc.read_10x_h5(path)
+        except KeyError as err:
+            msg = f"{str(path)!r} lacks the field {err} of a 10x count matrix; is it filtered_feature_bc_matrix.h5?"
+            raise ValueError(msg) from err
     adata.var["gene_symbols"] = adata.var_names.astype(str)
     adata.var_names_make_unique()
     return adata
@@ -133,14 +191,9 @@ def read_visium(
     if fullres_image is not None:
         fullres_image = require_file(fullres_image, "Full-resolution image (fullres_image=)")
 
-    adata = _read_count_matrix(matrix_path)
     positions = _read_positions(spatial_dir)
-    with open(scalefactors_path) as fh:
-        scalefactors = json.load(fh)
-    missing = [key for key in _SCALEFACTORS if key not in scalefactors]
-    if missing:
-        msg = f"{str(scalefactors_path)!r} lacks the scale factors {missing}; is it Space Ranger's JSON?"
-        raise ValueError(msg)
+    scalefactors = _read_scalefactors(scalefactors_path)
+    adata = _read_count_matrix(matrix_path)
 
     in_tissue = positions.index[positions["in_tissue"] == 1]
     keep = adata.obs_names.isin(in_tissue)
