@@ -246,3 +246,18 @@ def check_counts_layer(adata: AnnData) -> None:
             "delete the layer, or put the raw counts back in X."
         )
         raise ValueError(msg)
+
+
+def check_has_spots(adata: AnnData, step: str) -> None:
+    """Raise ``ValueError`` if ``adata`` has no spot or no gene (nothing for ``step`` to work on)."""
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        msg = f"{step} needs at least one spot and one gene, got {adata.n_obs} spots x {adata.n_vars} genes."
+        raise ValueError(msg)
+
+
+def check_optional_numbers(**values) -> None:
+    """Raise ``TypeError`` unless each value is ``None`` or a real number (not a string, not a boolean)."""
+    for name, value in values.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float | np.number)):
+            msg = f"{name} must be a number or None, got {type(value).__name__} ({value!r})."
+            raise TypeError(msg)

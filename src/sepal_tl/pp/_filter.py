@@ -11,7 +11,15 @@ from scipy import sparse
 from sepal_tl._logging import logger
 from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._uns import record
-from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_choice, check_counts, get_matrix, resolve_libraries
+from sepal_tl._validation import (
+    DEFAULT_LIBRARY_KEY,
+    check_choice,
+    check_counts,
+    check_has_spots,
+    check_optional_numbers,
+    get_matrix,
+    resolve_libraries,
+)
 
 
 def _nonzero(matrix) -> sparse.csr_matrix | np.ndarray:
@@ -108,6 +116,16 @@ def filter(
     QC columns, and ``uns["sepal"]["pp"]["filter"]`` (parameters and counts kept).
     """
     check_choice("rule", rule, ["sepal", "spared"])
+    check_has_spots(adata, "sepal.pp.filter")
+    check_optional_numbers(
+        min_counts_spot=min_counts_spot,
+        max_counts_spot=max_counts_spot,
+        min_counts_gene=min_counts_gene,
+        max_counts_gene=max_counts_gene,
+        min_frac_slide=min_frac_slide,
+        min_frac_global=min_frac_global,
+        real_data_percentage=real_data_percentage,
+    )
     if not 0 <= real_data_percentage <= 1:
         msg = f"real_data_percentage must lie in [0, 1], got {real_data_percentage}."
         raise ValueError(msg)
