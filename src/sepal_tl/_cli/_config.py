@@ -22,10 +22,12 @@ _SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "model": {"preset": ((str,), False), "spatial": ((bool,), False), "options": ((dict,), False)},
     "output": {"dir": ((str,), True), "genes_to_plot": ((int,), False)},
 }
-_READERS = ("her2st", "visium", "st", "synthetic")
+_READERS = ("her2st", "visium", "st", "synthetic", "files")
 _SLIDE_KEYS = {
     "visium": ("path", "library_id", "fullres_image"),
     "st": ("counts", "spots", "image", "library_id", "patient"),
+    # sepal.io.read_anndata: .h5ad, SpatialData .zarr, HEST st/{id}.h5ad, Visium / Visium HD folders
+    "files": ("path", "library_id", "table_key"),
 }
 
 

@@ -18,7 +18,11 @@ def load_data(data: dict[str, Any]) -> AnnData:
         return sepal.datasets.synthetic(n_slides=data.get("n_slides", 3), seed=data.get("seed", 0))
     slides = []
     for slide in data["slides"]:
-        if reader == "visium":
+        if reader == "files":
+            slides.append(
+                sepal.io.read_anndata(slide["path"], library_id=slide["library_id"], table_key=slide.get("table_key"))
+            )
+        elif reader == "visium":
             slides.append(
                 sepal.io.read_visium(
                     slide["path"], library_id=slide["library_id"], fullres_image=slide.get("fullres_image")

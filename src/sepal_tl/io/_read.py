@@ -1,0 +1,87 @@
+"""One entry point for every layout sepal reads: :func:`read`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from anndata import AnnData, read_h5ad
+
+from sepal_tl._sdata import is_spatialdata
+from sepal_tl._validation import resolve_libraries
+
+from ._hest import read_hest
+from ._spatialdata import from_spatialdata
+from ._visium import read_visium
+from ._visium_hd import BINNED, read_visium_hd
+
+
+def read(path: str | os.PathLike, **kwargs):
+    """Read spots from ``path``, choosing the reader from its layout.
+
+    - ``*.zarr``: a SpatialData store (:func:`spatialdata.read_zarr`), returned as SpatialData (every ``sepal``
+      function takes it);
+    - ``st/{id}.h5ad`` next to ``wsis/`` and ``metadata/``: a HEST-1k sample (:func:`read_hest`);
+    - any other ``*.h5ad``: :func:`anndata.read_h5ad`;
+    - a folder with ``binned_outputs/``: Visium HD (:func:`read_visium_hd`);
+    - another folder: Visium's Space Ranger ``outs/`` (:func:`read_visium`).
+
+    Parameters
+    ----------
+    path
+        File or folder.
+    **kwargs
+        Passed to the reader.
+
+    Returns
+    -------
+    AnnData, or SpatialData for ``.zarr``.
+    """
+    path = Path(path)
+    if not path.exists():
+        msg = f"{str(path)!r} does not exist; pass a .h5ad file, a SpatialData .zarr store or a Space Ranger folder."
+        raise FileNotFoundError(msg)
+    if path.suffix == ".zarr":
+        import spatialdata as sd
+
+        return sd.read_zarr(path, **kwargs)
+    if path.suffix == ".h5ad":
+        return read_hest(path, **kwargs) if _is_hest(path) else read_h5ad(path, **kwargs)
+    if path.is_dir():
+        if (path / BINNED).is_dir() or (path / "outs" / BINNED).is_dir():
+            return read_visium_hd(path, **kwargs)
+        return read_visium(path, **kwargs)
+    msg = f"Cannot tell how to read {str(path)!r}: expected a .h5ad file, a .zarr store or a Space Ranger folder."
+    raise ValueError(msg)
+
+
+__all__ = ["read", "read_anndata"]
+
+
+def read_anndata(path: str | os.PathLike, *, library_id: str | None = None, table_key: str | None = None) -> AnnData:
+    """:func:`read` as an AnnData: a SpatialData store goes through :func:`from_spatialdata` (``table_key``).
+
+    ``library_id`` names the slide for the readers that take one (HEST, Visium, Visium HD); for ``.h5ad`` and
+    ``.zarr`` the data must hold exactly that one library. Used by ``sepal run`` configurations.
+    """
+    path = Path(path)
+    takes_id = path.suffix not in (".h5ad", ".zarr") or _is_hest(path)
+    data = read(path, **({"library_id": library_id} if takes_id and library_id is not None else {}))
+    adata = from_spatialdata(data, table_key=table_key) if is_spatialdata(data) else data
+    if library_id is not None and not takes_id:
+        found = sorted(set(resolve_libraries(adata).astype(str)))
+        if found != [str(library_id)]:
+            msg = f"{str(path)!r} holds the libraries {found}, not only library_id={library_id!r}."
+            raise ValueError(msg)
+    return adata
+
+
+def _is_hest(path: Path) -> bool:
+    """Whether ``path`` is a HEST sample's ``st/{id}.h5ad`` (next to ``wsis/`` and ``metadata/``)."""
+    hest_dir = path.resolve().parent.parent
+    return (
+        path.suffix == ".h5ad"
+        and path.parent.name == "st"
+        and (hest_dir / "wsis").is_dir()
+        and (hest_dir / "metadata").is_dir()
+    )
