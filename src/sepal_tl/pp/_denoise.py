@@ -22,6 +22,8 @@ _CHUNK = 1 << 16
 _NETWORK_MAX_WIDTH = 16
 # Genes expressed in at most this fraction of a slide's spots get the sparse pre-pass of ``_never_resolved``.
 _SPARSE_FRACTION = 0.25
+# Genes handled together where a step's temporaries grow with spots x genes (memory stays O(spots)).
+_GENE_BLOCK = 32
 
 
 def _neighbour_pairs(coords: np.ndarray, n_radii: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -169,13 +171,15 @@ def _never_resolved(values: np.ndarray, levels: list) -> np.ndarray:
     sparse_genes = np.flatnonzero(nonzero.sum(axis=1) <= _SPARSE_FRACTION * n)
     if sparse_genes.size == 0:
         return hopeless
-    gene_rank, spots = np.nonzero(nonzero[sparse_genes])
     largest = levels[-1][0]  # (slots, n) table of the largest window, padded with n; windows are symmetric
-    reached = np.bincount(
-        ((gene_rank * stride)[None, :] + largest[:, spots]).ravel(), minlength=sparse_genes.size * stride
-    ).reshape(sparse_genes.size, stride)[:, :n]
     needed = (levels[0][1] + 1) // 2  # half of each spot's smallest window
-    hopeless[sparse_genes, :n] = (reached < needed) & ~nonzero[sparse_genes]
+    for start in range(0, sparse_genes.size, _GENE_BLOCK):
+        genes = sparse_genes[start : start + _GENE_BLOCK]
+        gene_rank, spots = np.nonzero(nonzero[genes])
+        reached = np.bincount(
+            ((gene_rank * stride)[None, :] + largest[:, spots]).ravel(), minlength=genes.size * stride
+        ).reshape(genes.size, stride)[:, :n]
+        hopeless[genes, :n] = (reached < needed) & ~nonzero[genes]
     return hopeless
 
 
@@ -211,7 +215,6 @@ def median_filter_slide(x: np.ndarray, coords: np.ndarray, n_radii: int = 7) -> 
     is_zero = (values == 0).view(np.uint8)
     sq_radii, levels = _window_tables(coords, n_radii)
     hopeless = _never_resolved(values, levels)
-    left = np.flatnonzero(hopeless)
     pos = np.flatnonzero(is_zero.view(bool) & ~hopeless)  # open zero entries, as flat positions gene * stride + spot
     zeros = np.ones(pos.size, dtype=np.int16)  # zeros in the current window (the centre is one)
     for window, size, ring in levels:
@@ -229,14 +232,15 @@ def median_filter_slide(x: np.ndarray, coords: np.ndarray, n_radii: int = 7) -> 
             kept_zeros.append(z[~done])
         if kept_pos:
             pos, zeros = np.concatenate(kept_pos), np.concatenate(kept_zeros)
-    left = np.concatenate([left, pos])
-    if left.size:
-        left_genes = left // stride
-        needed = np.unique(left_genes)
-        fallback = np.zeros(n_genes, dtype=np.float32)
-        fallback[needed] = _nonzero_median(x[:, needed])
-        out[left] = fallback[left_genes]
-    return out.reshape(n_genes, stride)[:, :n].T.copy(), int(left.size), sq_radii
+    left = hopeless  # now every entry left for the fallback, as a mask (no index arrays over all entries)
+    left.ravel()[pos] = True
+    needed = np.flatnonzero(left.any(axis=1))
+    fallback = np.zeros(n_genes, dtype=np.float32)
+    for start in range(0, needed.size, _GENE_BLOCK):
+        genes = needed[start : start + _GENE_BLOCK]
+        fallback[genes] = _nonzero_median(x[:, genes])
+    np.copyto(out.reshape(n_genes, stride), fallback[:, None], where=left)
+    return out.reshape(n_genes, stride)[:, :n].T.copy(), int(np.count_nonzero(left)), sq_radii
 
 
 @spatialdata_aware()
@@ -322,7 +326,11 @@ def denoise(
     n_fallback = 0
     # numpy releases the GIL in its loops, so threads give a real speed-up across slides.
     with ThreadPoolExecutor(n_workers(n_jobs, len(slides))) as pool:
-        results = pool.map(lambda idx: median_filter_slide(dense[idx], coords[idx], n_radii), slides.values())
+        # a slide that is the whole AnnData is passed as it is (no copy of the dense matrix)
+        results = pool.map(
+            lambda idx: median_filter_slide(dense if idx.size == len(dense) else dense[idx], coords[idx], n_radii),
+            slides.values(),
+        )
         for (lib, idx), (filtered, n_fb, sq_radii) in zip(slides.items(), results, strict=True):
             out[idx] = filtered
             n_fallback += n_fb
