@@ -124,6 +124,27 @@ def _check_geometry(check: _Checker, meta: dict) -> None:
         check.fail("geometry", f"has unknown key(s) {unknown}")
 
 
+def _check_encoder(check: _Checker, encoder: dict) -> None:
+    backbone = check.get(encoder, "backbone", "config.encoder.backbone", str)
+    if not backbone:
+        check.fail("config.encoder.backbone", "is empty; it names the image backbone")
+    spec = check.get(encoder, "spec", "config.encoder.spec", dict, optional=True)
+    if spec is None:  # a head on precomputed embeddings: its width is all that rebuilds it
+        if "spec" in encoder or "embedding_dim" in encoder:
+            check.integer(encoder, "embedding_dim", "config.encoder.embedding_dim")
+        return
+    check.get(spec, "architecture", "config.encoder.spec.architecture", str)
+    check.get(spec, "model_args", "config.encoder.spec.model_args", dict, optional=True)
+    for name in ("mean", "std"):
+        values = check.get(spec, name, f"config.encoder.spec.{name}", list)
+        if len(values) != 3:
+            check.fail(f"config.encoder.spec.{name}", f"must hold 3 numbers (R, G, B), got {len(values)}")
+        positive = name == "std"
+        check.each(
+            values, f"config.encoder.spec.{name}", lambda v, f, positive=positive: check.number(v, f, positive=positive)
+        )
+
+
 def _check_spatial(check: _Checker, spatial: dict, n_genes: int) -> None:
     architecture = check.get(spatial, "architecture", "config.spatial.architecture", dict)
     field = "config.spatial.architecture"
@@ -189,10 +210,7 @@ def validate_model_json(meta: Any, *, file: Path) -> None:
     if target not in TARGETS:
         check.fail("config.target", f"is {target!r}; it must be one of {list(TARGETS)} (lowercase)")
     check.get(config, "layer", "config.layer", str, optional=True)
-    encoder = check.get(config, "encoder", "config.encoder", dict)
-    backbone = check.get(encoder, "backbone", "config.encoder.backbone", str)
-    if not backbone:
-        check.fail("config.encoder.backbone", "is empty; it names the timm backbone")
+    _check_encoder(check, check.get(config, "encoder", "config.encoder", dict))
     spatial = check.get(config, "spatial", "config.spatial", dict, optional=True)
     if spatial is not None:
         _check_spatial(check, spatial, len(genes))
