@@ -115,12 +115,12 @@ def _predict(args: argparse.Namespace) -> int:
     from sepal_tl._atomic import atomic_folder
     from sepal_tl._cli._report import gene_maps
     from sepal_tl.io._common import check_library_id
-    from sepal_tl.io._images import image_size
+    from sepal_tl.io._images import check_image_file
 
     image = Path(args.image)
     if not image.is_file():
         raise ConfigError(f"image {str(image)!r} does not exist or is not a file.")
-    image_size(image)  # a non-image or damaged file fails here, before the model is loaded
+    check_image_file(image)  # a non-image or truncated file fails here, before the model is loaded
     library_id = check_library_id(args.library_id)
     check_device(args.device, "--device")
     out = check_writable(args.out, "--out")

@@ -96,6 +96,36 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     return height, width
 
 
+def check_image_file(path: str | os.PathLike) -> tuple[int, int]:
+    """Return ``(height, width)`` after cheap checks that the whole file is there, without decoding the pixels.
+
+    TIFF: every strip or tile of the first page lies within the file. PNG and others: Pillow's ``verify`` (chunk
+    checksums). JPEG: the end-of-image marker is present. A truncated or damaged file raises ``ValueError``
+    naming it, so that a command can refuse it before any work.
+    """
+    path = _existing_file(path)
+    size = image_size(path)
+    with _decoding(path):
+        if is_tiff(path):
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages[0]
+                ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts, strict=True)]
+                if ends and max(ends) > path.stat().st_size:
+                    msg = f"the pixel data end at byte {max(ends)} but the file has {path.stat().st_size} bytes"
+                    raise ValueError(msg)
+            return size
+        with pil_pixel_limit_lifted(), Image.open(path) as img:
+            if img.format == "JPEG":
+                with open(path, "rb") as fh:
+                    fh.seek(max(0, path.stat().st_size - _JPEG_TAIL))
+                    if b"\xff\xd9" not in fh.read():
+                        msg = "the JPEG has no end-of-image marker"
+                        raise ValueError(msg)
+            else:
+                img.verify()
+    return size
+
+
 def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
     """Convert an image array to ``uint8`` ``(height, width, 3)`` RGB.
 
