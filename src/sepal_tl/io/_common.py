@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import zlib
@@ -33,7 +34,15 @@ def reading(path: Path, what: str) -> Iterator[None]:
     """Turn a parser's error on a truncated or malformed file into a ``ValueError`` naming the file."""
     try:
         yield
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+    except (
+        OSError,
+        EOFError,
+        zlib.error,
+        UnicodeDecodeError,
+        csv.Error,
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+    ) as err:
         if isinstance(err, FileNotFoundError):
             raise
         msg = (

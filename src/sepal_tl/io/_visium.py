@@ -132,8 +132,10 @@ def _read_count_matrix(path: Path) -> AnnData:
         warnings.filterwarnings("ignore", message=".*not unique.*", category=UserWarning)
         try:
             adata = sc.read_10x_h5(path)
-        except KeyError as err:
-            msg = f"{str(path)!r} lacks the field {err} of a 10x count matrix; is it filtered_feature_bc_matrix.h5?"
+        except Exception as err:
+            if not isinstance(err, KeyError) and type(err) is not Exception:  # scanpy raises a bare Exception
+                raise
+            msg = f"{str(path)!r} lacks datasets of a 10x count matrix ({err}); is it filtered_feature_bc_matrix.h5?"
             raise ValueError(msg) from err
     adata.var["gene_symbols"] = adata.var_names.astype(str)
     adata.var_names_make_unique()
