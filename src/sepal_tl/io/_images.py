@@ -190,7 +190,16 @@ def _decoding(path: Path) -> Iterator[None]:
     """Turn a decoder's error on a damaged or non-image file into a ``ValueError`` that names the file."""
     try:
         yield
-    except (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error, tifffile.TiffFileError) as err:
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        EOFError,
+        IndexError,
+        struct.error,
+        zlib.error,
+        tifffile.TiffFileError,
+    ) as err:
         if isinstance(err, FileNotFoundError):
             raise
         msg = (
