@@ -17,11 +17,11 @@ MIXED = "mixed"
 
 def _slide_groups(adata: AnnData, libraries: pd.Series) -> np.ndarray:
     """Group codes that never join two slides: ``libraries`` crossed with ``obs["library_id"]`` when present."""
-    keys = [libraries.astype(str).to_numpy()]
+    codes = pd.factorize(libraries.astype(str).to_numpy())[0]
     if DEFAULT_LIBRARY_KEY in adata.obs:
-        keys.append(adata.obs[DEFAULT_LIBRARY_KEY].astype(str).to_numpy())
-    combined = pd.MultiIndex.from_arrays(keys) if len(keys) > 1 else pd.Index(keys[0])
-    return pd.factorize(combined)[0]
+        slides = pd.factorize(adata.obs[DEFAULT_LIBRARY_KEY].astype(str).to_numpy())[0]
+        codes = pd.factorize(codes * (slides.max(initial=0) + 1) + slides)[0]
+    return codes
 
 
 def lattice_graph(
