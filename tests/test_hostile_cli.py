@@ -16,35 +16,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_cli import TINY_RUN
 
 from sepal_tl._atomic import LOCK_NAME, FolderLock
 from sepal_tl._cli import main
 from sepal_tl._cli._output import INCOMPLETE, output_folder, write_h5ad
 
-CONFIG = """
-[data]
-reader = "synthetic"
-n_slides = 3
-seed = 1
-
-[split]
-train = ["slide0"]
-val = ["slide1"]
-test = ["slide2"]
-
-[preprocess]
-preset = "synthetic"
-overrides = {{ n_top = 12, combat_key = "none" }}
-
-[model]
-preset = "cpu"
-spatial = true
-options = {{ device = "cpu", patch_size = 32, encoder_epochs = 1, spatial_epochs = 2, hidden = [16] }}
-
-[output]
-dir = "{out}"
-genes_to_plot = 1
-"""
+CONFIG = TINY_RUN
 
 
 def _config(tmp_path: Path, text: str | None = None) -> Path:

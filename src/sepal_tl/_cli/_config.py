@@ -120,7 +120,8 @@ def _declared_slides(data: dict[str, Any]) -> list[str] | None:
     return names
 
 
-def _check_split_slides(split: dict[str, list[str]], slides: list[str] | None) -> None:
+def check_split_slides(split: dict[str, list[str]], slides: list[str] | None) -> None:
+    """Every split slide is in ``slides`` and every slide in a split (``slides=None``: only a training slide)."""
     if not split.get("train"):
         msg = "'split.train' is empty; name at least one training slide."
         raise ConfigError(msg)
@@ -174,7 +175,7 @@ def load_config(path: str | Path) -> RunConfig:
     if overlap or set(split.get("val", [])) & set(split.get("test", [])):
         msg = f"A slide may belong to one split only; check {sorted(overlap) or 'val/test'}."
         raise ConfigError(msg)
-    _check_split_slides(split, _declared_slides(data))
+    check_split_slides(split, _declared_slides(data))
     output = sections["output"]
     if output.get("genes_to_plot", 0) < 0:
         msg = f"'output.genes_to_plot' must be >= 0, got {output['genes_to_plot']}."

@@ -10,6 +10,7 @@ import pandas as pd
 from anndata import AnnData
 
 import sepal_tl as sepal
+from sepal_tl._cli._config import check_split_slides
 from sepal_tl._cli._output import write_h5ad
 from sepal_tl._cli._report import write_report
 
@@ -19,15 +20,8 @@ LIBRARY_KEY = "library_id"
 def assign_split(adata: AnnData, split: dict[str, list[str]]) -> None:
     """``obs["split"]`` by slide from ``{"train": [...], "val": [...], "test": [...]}``; unknown slides fail."""
     libraries = adata.obs[LIBRARY_KEY].astype(str)
+    check_split_slides(split, sorted(set(libraries)))
     named = {lib: name for name, libs in split.items() for lib in libs}
-    unknown = sorted(set(named) - set(libraries))
-    if unknown:
-        msg = f"The split names slides {unknown} that are not in the data (slides: {sorted(set(libraries))})."
-        raise ValueError(msg)
-    left_out = sorted(set(libraries) - set(named))
-    if left_out:
-        msg = f"Slides {left_out} are in no split; list every slide under train, val or test."
-        raise ValueError(msg)
     adata.obs["split"] = pd.Categorical(libraries.map(named), categories=["train", "val", "test"])
 
 
