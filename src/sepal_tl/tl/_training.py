@@ -372,6 +372,12 @@ def run_training(
     if val_loader is None:
         logger.warning("no 'val' spots: keeping the epoch with the lowest training MSE.")
     kwargs = dict(trainer_kwargs or {})
+    if kwargs.get("use_distributed_sampler", False):
+        msg = (
+            "trainer_kwargs['use_distributed_sampler']=True would pad the validation spots and split them twice; "
+            "leave it out: the spots are split over processes by sepal_tl.tl._training.ShardedLoaders."
+        )
+        raise ValueError(msg)
     extra_callbacks = list(kwargs.pop("callbacks", []))
     callbacks = [BestWeights(monitor), History(), *extra_callbacks]
     if patience is not None:
@@ -396,8 +402,8 @@ def run_training(
     data = ShardedLoaders(train_loader, val_loader)
     with _restore_determinism(), warnings.catch_warnings(), _quiet("lightning.pytorch", "lightning.fabric"):
         # Lightning's start-up banner (GPU/TPU availability, tips) stays out of our users' logs; without
-        # validation spots it also notes that validation_step goes unused, which is expected here.
-        warnings.filterwarnings("ignore", message=".*no `val_dataloader`", category=UserWarning)
+        # validation spots it also notes that the (empty) validation loader has no batches, which is expected.
+        warnings.filterwarnings("ignore", message=".*Total length of `list` across ranks is zero", category=UserWarning)
         warnings.filterwarnings("ignore", message=".*treespec", category=Warning)
         trainer = L.Trainer(callbacks=callbacks, **options)
         trainer.fit(task, datamodule=data)
