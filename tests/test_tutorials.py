@@ -46,12 +46,13 @@ def _errors(nb) -> list[str]:
     ]
 
 
-def test_the_four_tutorials_exist():
+def test_the_five_tutorials_exist():
     assert [path.name for path in ALL] == [
         "01_quickstart.ipynb",
         "02_her2st.ipynb",
         "03_he_only_prediction.ipynb",
         "04_squidpy.ipynb",
+        "05_spatialdata.ipynb",
     ]
 
 

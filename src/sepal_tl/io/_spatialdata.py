@@ -93,6 +93,15 @@ def _image_elements(library_id: str, entry: dict) -> dict:
     return elements
 
 
+def _free_column(obs: pd.DataFrame, name: str) -> str:
+    """``name``, or ``f"{name}_sdata"`` (``_sdata_2`` ...) when ``obs`` already has a column of that name."""
+    candidate, n = name, 1
+    while candidate in obs:
+        candidate = f"{name}_sdata" if n == 1 else f"{name}_sdata_{n}"
+        n += 1
+    return candidate
+
+
 def to_spatialdata(adata: AnnData, *, library_key: str = "library_id") -> SpatialData:
     """Convert a spatial AnnData (scanpy layout) to :class:`~spatialdata.SpatialData`.
 
@@ -111,7 +120,8 @@ def to_spatialdata(adata: AnnData, *, library_key: str = "library_id") -> Spatia
     / ``f"{lib}_lowres_image"`` (``Scale`` onto full-resolution pixels) and, when
     ``metadata["source_image_path"]`` exists, ``f"{lib}_full_image"`` as a lazy dask array (nothing is decoded
     until it is computed or written), all in the ``"global"`` coordinate system; and the table ``"table"``
-    (a copy of ``adata`` with ``obs["region"]`` and ``obs["spot_id"]``, and ``uns["spatial"]`` without the
+    (a copy of ``adata`` with ``obs["region"]`` and ``obs["spot_id"]`` — ``"region_sdata"`` / ``"spot_id_sdata"``
+    when ``adata`` already has such columns — and ``uns["spatial"]`` without the
     image arrays) annotating every spots element. The highest-resolution image of a library is
     ``f"{lib}_full_image"`` when present, else ``f"{lib}_hires_image"``.
 
@@ -153,14 +163,12 @@ def to_spatialdata(adata: AnnData, *, library_key: str = "library_id") -> Spatia
         lib: {key: copy.deepcopy(value) for key, value in entry.items() if key != "images"}
         for lib, entry in spatial.items()
     }
-    for key in (REGION_KEY, INSTANCE_KEY):
-        if key in table.obs:
-            logger.warning("obs[%r] is replaced in the SpatialData table (it links spots to shapes).", key)
+    region_key, instance_key = (_free_column(table.obs, key) for key in (REGION_KEY, INSTANCE_KEY))
     regions = list(shapes)
     table.obs[library_key] = pd.Categorical(libs.to_numpy(), categories=list(dict.fromkeys(libs)))
-    table.obs[REGION_KEY] = pd.Categorical([spots_key(lib) for lib in libs], categories=regions)
-    table.obs[INSTANCE_KEY] = table.obs_names.astype(str)
-    table = TableModel.parse(table, region=regions, region_key=REGION_KEY, instance_key=INSTANCE_KEY)
+    table.obs[region_key] = pd.Categorical([spots_key(lib) for lib in libs], categories=regions)
+    table.obs[instance_key] = table.obs_names.astype(str)
+    table = TableModel.parse(table, region=regions, region_key=region_key, instance_key=instance_key)
     sdata = SpatialData(images=images, shapes=shapes, tables={TABLE_KEY: table})
     logger.info("built SpatialData: %d images, %d spots elements, table %r", len(images), len(shapes), TABLE_KEY)
     return sdata
