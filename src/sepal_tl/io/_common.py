@@ -43,7 +43,7 @@ def reading(path: Path, what: str) -> Iterator[None]:
         pd.errors.ParserError,
         pd.errors.EmptyDataError,
     ) as err:
-        if isinstance(err, FileNotFoundError):
+        if isinstance(err, FileNotFoundError | PermissionError):
             raise
         msg = (
             f"Cannot read the {what} {str(path)!r} ({type(err).__name__}: {err}): the file is truncated, damaged or "

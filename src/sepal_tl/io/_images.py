@@ -200,7 +200,7 @@ def _decoding(path: Path) -> Iterator[None]:
         zlib.error,
         tifffile.TiffFileError,
     ) as err:
-        if isinstance(err, FileNotFoundError):
+        if isinstance(err, FileNotFoundError | PermissionError):
             raise
         msg = (
             f"Cannot read the image {str(path)!r} ({type(err).__name__}: {err}): the file is truncated, damaged or "
