@@ -272,3 +272,39 @@ def test_denoising_return_and_errors(adata):
         sepal.pl.denoising(adata, gene, library_id="slide1", mask="denoised")
     with pytest.raises(ValueError, match="library_id="):
         sepal.pl.denoising(adata, gene)
+
+
+def test_gene_map_single_panel_into_ax_and_layer(adata):
+    lib = _test_library(adata)
+    gene = adata.var_names[0]
+    fig, (left, right) = plt.subplots(1, 2)
+    out = sepal.pl.gene_map(adata, gene, layer="sepal", library_id=lib, ax=right)
+    assert out is right and not left.collections and fig._suptitle is None
+    rows = _rows(adata, lib)
+    np.testing.assert_allclose(_spots(right).get_array(), adata.layers["sepal"][rows, 0])
+    assert right.get_title().startswith(f"{gene} · sepal")
+    with pytest.raises(ValueError, match="ax= draws one panel, but 2 gene"):
+        sepal.pl.gene_map(adata, list(adata.var_names[:2]), layer="sepal", library_id=lib, ax=left)
+
+
+@pytest.fixture
+def figdir(tmp_path):
+    import scanpy as sc
+
+    saved = sc.settings.figdir, sc.settings.file_format_figs
+    sc.settings.figdir, sc.settings.file_format_figs = tmp_path, "png"
+    yield tmp_path
+    sc.settings.figdir, sc.settings.file_format_figs = saved
+
+
+def test_save_follows_scanpy(adata, figdir):
+    tmp_path = figdir
+    lib = _test_library(adata)
+    sepal.pl.gene_map(adata, adata.var_names[0], library_id=lib, save=True)
+    sepal.pl.denoising(adata, adata.var_names[0], library_id=lib, save="_C2.svg")
+    sepal.pl.pcc_histogram(adata, save="_test")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["denoising_C2.svg", "gene_map.png", "pcc_histogram_test.png"]
+    assert (tmp_path / "gene_map.png").read_bytes()[:8] == PNG_MAGIC
+    # a path with a folder is used as given
+    sepal.pl.pcc_histogram(adata, save=tmp_path / "sub" / "hist")
+    assert (tmp_path / "sub" / "hist.png").is_file()

@@ -109,3 +109,24 @@ def test_bad_inputs():
     assert_unchanged_after_error(adata, ValueError, "NaN", sepal.pp.denoise, layer="log1p")
     assert_unchanged_after_error(adata, KeyError, "Layer 'tpm2'", sepal.pp.denoise, layer="tpm2")
     assert_unchanged_after_error(adata, ValueError, "n_radii", sepal.pp.denoise, n_radii=0)
+
+
+def test_denoise_on_scanpy_normalised_data():
+    """The brief's call: an AnnData normalised the scanpy way is filtered in X; the mask comes from the counts."""
+    import scanpy as sc
+
+    coords = square_coords(3, 3)
+    counts = np.zeros((9, 1), dtype=np.float32)
+    counts[[0, 1, 3, 5, 7], 0] = 4  # the centre (4) is a zero with 4 non-zero rook neighbours
+    adata = grid_adata(counts, coords)
+    adata.layers["counts"] = adata.X.copy()
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    sepal.pp.denoise(adata)
+    info = adata.uns["sepal"]["pp"]["denoise"]
+    assert info["layer"] == "None" and info["counts_layer"] == "counts"
+    np.testing.assert_array_equal(adata.layers["observed"][:, 0], counts[:, 0] > 0)
+    # spot 4's first window (itself + 4 rook neighbours) has 4 of 5 non-zero: its median is the common value
+    assert adata.layers["denoised"][4, 0] == pytest.approx(adata.X[0, 0])
+    sc.pp.scale(adata)
+    assert_unchanged_after_error(adata, ValueError, "adata.X has negative values", sepal.pp.denoise)

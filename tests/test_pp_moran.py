@@ -107,3 +107,25 @@ def test_lattice_graph_on_tiny_and_separate_slides():
     adata = grid_adata(np.zeros((5, 1)), coords, library=["a", "a", "a", "b", "b"])
     graph, _ = lattice_graph(adata, resolve_libraries(adata, "library_id"))
     assert sorted(zip(*graph.nonzero(), strict=True)) == [(0, 1), (1, 0), (3, 4), (4, 3)]
+
+
+def test_graph_key_and_reference_graph():
+    coords = square_coords(5, 5)
+    adata = _square_adata(np.column_stack([coords[:, 0], coords[:, 1] % 2]).astype(float), n_rows=5, n_cols=5)
+    adata.obsm["spatial"] = coords[:, ::-1] * 272.0 + 100  # legacy ST: x = column, y = row, 272 px pitch
+    own = np.eye(25)
+    adata.obsp["spatial_connectivities"] = own
+    sepal.pp.select_genes(adata, n_top=1)
+    np.testing.assert_array_equal(adata.obsp["spatial_connectivities"], own)  # a squidpy graph is kept
+    lattice_i = adata.var["moran_i"].to_numpy()
+    # the authors' graph: squidpy's grid builder with 8 neighbours on pixels = the Moore neighbourhood
+    sepal.pp.select_genes(adata, n_top=1, graph="reference", connectivities_key="spatial_connectivities")
+    degree = adata.obsp["spatial_connectivities"].sum(axis=1).A1.reshape(5, 5)
+    assert degree[2, 2] == 8 and degree[0, 0] == 3 and degree[0, 2] == 5
+    assert adata.uns["sepal"]["pp"]["select_genes"]["graph"] == "reference"
+    # row gradient: Moran's I on the Moore graph (diagonals too) differs from the 4-neighbour lattice's
+    assert adata.var["moran_i"].iloc[0] != pytest.approx(lattice_i[0])
+    del adata.obsp["sepal_connectivities"]
+    sepal.pp.select_genes(adata, n_top=1, connectivities_key=None)
+    assert "sepal_connectivities" not in adata.obsp
+    assert_unchanged_after_error(adata, ValueError, "graph=", sepal.pp.select_genes, n_top=1, graph="knn")

@@ -86,10 +86,13 @@ def test_whole_workflow_on_to_spatialdata(synthetic_sdata, tmp_path):
     np.testing.assert_array_equal(table.obsm["spatial"], own)  # the table's own coordinates are put back
     metrics = sepal.tl.evaluate(sdata, pred="sepal", split="test")
     assert np.isfinite(metrics.loc["sepal", "MSE"])
-    sc.settings.figdir = tmp_path
-    sepal.pl.moran(sdata, save=True, show=False)
+    figdir, sc.settings.figdir = sc.settings.figdir, tmp_path
+    try:
+        sepal.pl.moran(sdata, save=True, show=False)
+        sepal.pl.gene_map(sdata, table.var_names[0], library_id="slide2", save="_slide2.png", show=False)
+    finally:
+        sc.settings.figdir = figdir
     assert (Path(tmp_path) / f"moran.{sc.settings.file_format_figs}").is_file()
-    sepal.pl.gene_map(sdata, table.var_names[0], library_id="slide2", save="_slide2.png", show=False)
     assert (Path(tmp_path) / "gene_map_slide2.png").is_file()
 
     # H&E only: the spots of slide2 without expression -> a new table "sepal" annotating the same shapes

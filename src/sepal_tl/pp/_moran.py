@@ -28,8 +28,10 @@ from sepal_tl._validation import (
     resolve_libraries,
 )
 
-#: The authors' squidpy graphs per lattice: ``spatial_neighbors`` options on pixel coordinates.
-REFERENCE_GRAPHS = {"hex": {"coord_type": "generic", "n_neighs": 6}, "square": {"coord_type": "grid", "n_neighs": 8}}
+#: The authors' squidpy graphs per lattice, on pixel coordinates: ``spatial_neighbors(coord_type="generic",
+#: n_neighs=6)`` (Visium) and ``spatial_neighbors(coord_type="grid", n_neighs=8)`` (legacy ST), i.e. squidpy's
+#: k-nearest-neighbour and grid builders.
+REFERENCE_GRAPHS = {"hex": ("spatial_neighbors_knn", 6), "square": ("spatial_neighbors_grid", 8)}
 
 
 def _slide_moran(values, adjacency: sparse.csr_matrix) -> np.ndarray:
@@ -63,15 +65,15 @@ def reference_graph(adata: AnnData, libraries: pd.Series, geometry: str) -> spar
     rows, cols = [], []
     for code in np.unique(codes):
         idx = np.flatnonzero(codes == code)
-        options = REFERENCE_GRAPHS[geometry]
-        if idx.size <= options["n_neighs"]:
+        builder, n_neighs = REFERENCE_GRAPHS[geometry]
+        if idx.size <= n_neighs:
             msg = (
                 f"Slide {libraries.iloc[idx[0]]!r} has {idx.size} spots, too few for the reference graph's "
-                f"{options['n_neighs']} neighbours; use graph='lattice'."
+                f"{n_neighs} neighbours; use graph='lattice'."
             )
             raise ValueError(msg)
         slide = AnnData(obs=pd.DataFrame(index=[str(i) for i in range(idx.size)]), obsm={"spatial": coords[idx]})
-        sq.gr.spatial_neighbors(slide, **options)
+        getattr(sq.gr, builder)(slide, n_neighs=n_neighs)
         graph = slide.obsp["spatial_connectivities"].tocoo()
         rows.append(idx[graph.row])
         cols.append(idx[graph.col])
