@@ -96,3 +96,13 @@ def test_run_and_predict_end_to_end(tmp_path, capsys):
     assert list(predicted.var_names) == model.genes and predicted.n_obs > 20
     assert np.isfinite(predicted.layers["sepal"]).all()
     assert len(list((tmp_path / "pred" / "figures").glob("gene_map_*.png"))) == 1
+
+    # the spots of a .h5ad and of a SpatialData .zarr (no --spot-diameter: their spots carry their sizes)
+    sepal.io.to_spatialdata(adata).write(tmp_path / "processed.zarr")
+    for name, source in (("h5ad", out / "processed.h5ad"), ("zarr", tmp_path / "processed.zarr")):
+        assert main(["predict", str(out / "model"), str(source), "--out", str(tmp_path / name), "--genes", "1", "--device", "cpu"]) == 0
+        predicted = read_h5ad(tmp_path / name / "predicted.h5ad")
+        assert list(predicted.var_names) == model.genes and predicted.n_obs == adata.n_obs
+        assert np.isfinite(predicted.layers["sepal"]).all()
+    assert main(["predict", str(out / "model"), str(tmp_path / "he.png"), "--out", str(tmp_path / "x")]) == 2
+    assert "--spot-diameter is required" in capsys.readouterr().err

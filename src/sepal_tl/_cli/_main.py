@@ -118,9 +118,13 @@ def _predict(args: argparse.Namespace) -> int:
     from sepal_tl.io._images import check_image_file
 
     image = Path(args.image)
-    if not image.is_file():
+    spots_file = image.suffix in (".h5ad", ".zarr")  # spots (and images) of a slide, read by sepal.io.read_spots
+    if not image.exists() or not (spots_file or image.is_file()):
         raise ConfigError(f"image {str(image)!r} does not exist or is not a file.")
-    check_image_file(image)  # a non-image or truncated file fails here, before the model is loaded
+    if not spots_file:
+        check_image_file(image)  # a non-image or truncated file fails here, before the model is loaded
+        if args.spot_diameter is None:
+            raise ConfigError("--spot-diameter is required to lay virtual spots over an image.")
     library_id = check_library_id(args.library_id)
     check_device(args.device, "--device")
     out = check_writable(args.out, "--out")
@@ -131,9 +135,16 @@ def _predict(args: argparse.Namespace) -> int:
         geometry = spatial.get("training", {}).get("lattice", "hex")
         geometry = geometry if geometry in ("hex", "square") else "hex"
     with output_folder(out, report=None):
-        spots = sepal.io.spot_grid(
-            image, spot_diameter_px=args.spot_diameter, pitch_px=args.pitch, library_id=library_id, geometry=geometry
-        )
+        if spots_file:
+            spots = sepal.io.read_spots(image)
+        else:
+            spots = sepal.io.spot_grid(
+                image,
+                spot_diameter_px=args.spot_diameter,
+                pitch_px=args.pitch,
+                library_id=library_id,
+                geometry=geometry,
+            )
         print(f"{spots.n_obs} virtual spots over the tissue; predicting {model.n_genes} genes ...", flush=True)
         predicted = sepal.tl.predict(spots, model, device=args.device)
         write_h5ad(predicted, out / "predicted.h5ad")
@@ -179,8 +190,10 @@ def _parser() -> argparse.ArgumentParser:
         "predict", parents=[common], help="expression maps for an H&E image with a saved model"
     )
     predict.add_argument("model_dir", help="directory written by SepalModel.save / sepal run")
-    predict.add_argument("image", help="H&E image (TIFF / JPEG / PNG), full resolution")
-    predict.add_argument("--spot-diameter", type=_positive_float, required=True, help="spot diameter in image pixels")
+    predict.add_argument(
+        "image", help="H&E image (TIFF / JPEG / PNG), full resolution; or the spots of a .h5ad / SpatialData .zarr"
+    )
+    predict.add_argument("--spot-diameter", type=_positive_float, help="spot diameter in image pixels (images only)")
     predict.add_argument(
         "--pitch",
         type=_positive_float,

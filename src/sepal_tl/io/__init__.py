@@ -15,7 +15,7 @@ All readers store raw counts in ``X`` and ``layers["counts"]``, full-resolution 
 
 from ._concat import concat
 from ._hest import read_hest
-from ._read import read, read_anndata
+from ._read import read, read_anndata, read_spots
 from ._spatialdata import from_spatialdata, to_spatialdata
 from ._spot_grid import spot_grid
 from ._st import read_st
@@ -27,6 +27,7 @@ __all__ = [
     "from_spatialdata",
     "read",
     "read_anndata",
+    "read_spots",
     "read_hest",
     "read_st",
     "read_visium",

@@ -55,7 +55,7 @@ def read(path: str | os.PathLike, **kwargs):
     raise ValueError(msg)
 
 
-__all__ = ["read", "read_anndata"]
+__all__ = ["read", "read_anndata", "read_spots"]
 
 
 def read_anndata(path: str | os.PathLike, *, library_id: str | None = None, table_key: str | None = None) -> AnnData:
@@ -85,3 +85,13 @@ def _is_hest(path: Path) -> bool:
         and (hest_dir / "wsis").is_dir()
         and (hest_dir / "metadata").is_dir()
     )
+
+
+def read_spots(path: str | os.PathLike, *, table_key: str | None = None) -> AnnData:
+    """The spots of a ``.h5ad`` or SpatialData ``.zarr`` without their genes: the input of an H&E-only prediction.
+
+    Coordinates, spot sizes and images are kept (a ``.zarr``'s through :func:`from_spatialdata`: its hires image,
+    or the full-resolution file named in ``metadata["source_image_path"]``); ``sepal predict`` uses it.
+    """
+    adata = read_anndata(path, table_key=table_key)
+    return adata[:, []].copy()
