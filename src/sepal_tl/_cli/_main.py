@@ -41,6 +41,7 @@ def _demo(args: argparse.Namespace) -> int:
     from sepal_tl._cli._pipeline import run_pipeline
 
     out = check_writable(args.out, "--out")
+    check_model_folder(out / "model", "--out")
     start = time.perf_counter()
     with output_folder(out):
         print(f"Generating the synthetic dataset (seed {args.seed}) ...", flush=True)
