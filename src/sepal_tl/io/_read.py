@@ -59,10 +59,23 @@ __all__ = ["read", "read_anndata", "read_spots"]
 
 
 def read_anndata(path: str | os.PathLike, *, library_id: str | None = None, table_key: str | None = None) -> AnnData:
-    """:func:`read` as an AnnData: a SpatialData store goes through :func:`from_spatialdata` (``table_key``).
+    """:func:`read` as an AnnData: a SpatialData store goes through :func:`from_spatialdata`.
 
-    ``library_id`` names the slide for the readers that take one (HEST, Visium, Visium HD); for ``.h5ad`` and
-    ``.zarr`` the data must hold exactly that one library. Used by ``sepal run`` configurations.
+    Used by ``sepal run`` configurations (``reader = "files"``).
+
+    Parameters
+    ----------
+    path
+        File or folder, as for :func:`read`.
+    library_id
+        Names the slide for the readers that take one (HEST, Visium, Visium HD); a ``.h5ad`` or ``.zarr`` must
+        hold exactly that one library.
+    table_key
+        The table of a SpatialData store (default: the only table, else ``"table"``).
+
+    Returns
+    -------
+    The spots as a spatial AnnData (scanpy layout).
     """
     path = Path(path)
     takes_id = path.suffix not in (".h5ad", ".zarr") or _is_hest(path)
@@ -90,8 +103,20 @@ def _is_hest(path: Path) -> bool:
 def read_spots(path: str | os.PathLike, *, table_key: str | None = None) -> AnnData:
     """The spots of a ``.h5ad`` or SpatialData ``.zarr`` without their genes: the input of an H&E-only prediction.
 
-    Coordinates, spot sizes and images are kept (a ``.zarr``'s through :func:`from_spatialdata`: its hires image,
-    or the full-resolution file named in ``metadata["source_image_path"]``); ``sepal predict`` uses it.
+    ``sepal predict`` uses it.
+
+    Parameters
+    ----------
+    path
+        A ``.h5ad`` file or a SpatialData ``.zarr`` store (or any layout :func:`read` knows).
+    table_key
+        The table of a SpatialData store (default: the only table, else ``"table"``).
+
+    Returns
+    -------
+    An AnnData with no genes: coordinates, spot sizes and images are kept (a ``.zarr``'s through
+    :func:`from_spatialdata`: its hires image, or the full-resolution file named in
+    ``metadata["source_image_path"]``).
     """
     adata = read_anndata(path, table_key=table_key)
     return adata[:, []].copy()

@@ -112,8 +112,22 @@ def run(
     return None
 
 
+@spatialdata_aware()
 def run_summary(adata: AnnData) -> pd.DataFrame:
-    """Spots and genes left after each step of :func:`run` (index: step), ``attrs["imputed_fraction"]`` set."""
+    """Spots and genes left after each step of :func:`run`.
+
+    Parameters
+    ----------
+    adata
+        Data processed by :func:`run` (its ``uns["sepal"]["pp"]["summary"]``).
+    table_key
+        With a :class:`~spatialdata.SpatialData`: the table (default: the only table, else ``"table"``).
+
+    Returns
+    -------
+    A table indexed by step with ``n_spots`` and ``n_genes``; ``attrs["imputed_fraction"]`` holds the fraction of
+    entries the median filter imputed (over the selected genes).
+    """
     stored = adata.uns.get("sepal", {}).get("pp", {}).get("summary")
     if stored is None:
         msg = "adata has no sepal.pp.run summary (uns['sepal']['pp']['summary']); run sepal.pp.run first."
