@@ -81,11 +81,9 @@ def xenium():
         index=pd.Index([f"cell{i}" for i in range(12)]),
         transformations={"global": Scale([1 / pixel, 1 / pixel], axes=("x", "y"))},
     )
-    table = AnnData(
-        _counts(12), obs=pd.DataFrame({"cell_id": [f"cell{i}" for i in range(12)], "region": "cell_circles"})
-    )
-    table.obs.index = table.obs["cell_id"].to_numpy()
-    table.obs["region"] = table.obs["region"].astype("category")
+    ids = [f"cell{i}" for i in range(12)]
+    obs = pd.DataFrame({"cell_id": ids, "region": pd.Categorical(["cell_circles"] * 12)}, index=ids)
+    table = AnnData(_counts(12), obs=obs)
     table = TableModel.parse(table, region="cell_circles", region_key="region", instance_key="cell_id")
     # H&E registered onto the morphology image: x_morph = 2 * x_he + 10, y_morph = 2 * y_he + 5
     he = Affine(np.array([[2.0, 0, 10], [0, 2.0, 5], [0, 0, 1]]), ("x", "y"), ("x", "y"))
@@ -183,7 +181,9 @@ def test_transformation_sequence_and_translation():
     )
     image_to_aligned = Sequence([Scale([0.5, 0.5], axes=("x", "y")), Translation([4.0, 6.0], axes=("x", "y"))])
     image = _image(200, 200, {"aligned": image_to_aligned})
-    table = AnnData(_counts(2), obs=pd.DataFrame({"spot": [0, 1], "region": "spots"}, index=["a", "b"]))
+    table = AnnData(
+        _counts(2), obs=pd.DataFrame({"spot": [0, 1], "region": pd.Categorical(["spots"] * 2)}, index=["a", "b"])
+    )
     table = TableModel.parse(table, region="spots", region_key="region", instance_key="spot")
     sdata = SpatialData(images={"spots_full_image": image}, shapes={"spots": shapes}, tables={"table": table})
     (slide,) = resolve_slides(sdata, "table", table, images="full").values()
@@ -203,7 +203,9 @@ def test_bad_spatialdata_leaves_it_unchanged():
         sepal.pl.gene_map(loose, "0", layer=None)
     # a table annotating labels, not shapes
     labels = Labels2DModel.parse(np.zeros((10, 10), dtype=np.int32), dims=("y", "x"))
-    table = AnnData(_counts(2), obs=pd.DataFrame({"label": [1, 2], "region": "cells"}, index=["a", "b"]))
+    table = AnnData(
+        _counts(2), obs=pd.DataFrame({"label": [1, 2], "region": pd.Categorical(["cells"] * 2)}, index=["a", "b"])
+    )
     table = TableModel.parse(table, region="cells", region_key="region", instance_key="label")
     with pytest.raises(ValueError, match=r"not a shapes element .*'cells': 'labels'"):
         sepal.pp.log2p(SpatialData(labels={"cells": labels}, tables={"table": table}), layer=None)
@@ -214,6 +216,9 @@ def test_bad_spatialdata_leaves_it_unchanged():
     before = table.copy()
     with pytest.raises(ValueError, match="Missing transformation: shapes 'cell_circles'.*'elsewhere'"):
         sepal.pl.gene_map(sdata, table.var_names[0], layer="raw", img_key="elsewhere", mark_imputed=False)
+    # sepal.tl: an image= that names no element (checked before the model is touched)
+    with pytest.raises(KeyError, match="'nope' is not an image element"):
+        sepal.tl.predict(sdata, None, image="nope")
     assert_same(table, before)
 
 

@@ -293,9 +293,7 @@ def _pictures(sdata, names: list[str], region: str, centres: np.ndarray) -> list
     ]
 
 
-def _choose_image(
-    sdata, lib: str, region: str, names: list[str], centres: np.ndarray, explicit: bool
-) -> list[_Picture]:
+def _choose_image(sdata, lib: str, region: str, names: list[str], centres: np.ndarray) -> list[_Picture]:
     """Every level of the one picture for ``lib`` (maps: image pixels -> the shapes' own coordinates)."""
     pictures = _pictures(sdata, names, region, centres)
     groups: list[list[_Picture]] = []
@@ -312,8 +310,6 @@ def _choose_image(
             f"({choices}). Choose one: image='<name>' for sepal.tl functions, img_key='<name>' for sepal.pl."
         )
         raise ValueError(msg)
-    if not explicit and len({p.name for p in groups[0]}) > 1:
-        logger.debug("slide %r: images %s are one picture; using the highest resolution", lib, names)
     return groups[0] if groups else []
 
 
@@ -321,9 +317,12 @@ def _chosen_names(choice: Any, lib: str, sdata) -> list[str] | None:
     """Image names the user chose for ``lib`` (``image=`` / ``img_key=``), or ``None`` for the automatic choice."""
     if isinstance(choice, Mapping):
         choice = choice.get(lib)
-    if isinstance(choice, str) and choice in sdata.images:
-        return [choice]
-    return None
+    if choice is None:
+        return None
+    if choice not in sdata.images:
+        msg = f"{choice!r} is not an image element of this SpatialData (images: {list(sdata.images)})."
+        raise KeyError(msg)
+    return [choice]
 
 
 def resolve_slides(
@@ -377,7 +376,7 @@ def _attach_image(sdata, slide: SlideElements, libraries: list[str], choice: Any
     if not names:
         logger.info("slide %r: no image element shares a coordinate system with %r", slide.library_id, region)
         return
-    pictures = _choose_image(sdata, slide.library_id, region, names, slide.centres, chosen is not None)
+    pictures = _choose_image(sdata, slide.library_id, region, names, slide.centres)
     best = min(pictures, key=lambda p: p.pixel)
     to_pixels = np.linalg.inv(best.to_shapes)  # shapes' coordinates -> pixels of the best level
     slide.centres = _apply(to_pixels, slide.centres)
@@ -448,19 +447,23 @@ def _copy_with_table(sdata, table_key: str, table: AnnData):
     )
 
 
-def _image_choice(kwargs: dict, images: ImageNeed) -> tuple[ImageNeed, Any]:
-    """Whether images are needed for this call, and which one the user chose."""
+def _image_choice(sdata, kwargs: dict, images: ImageNeed) -> tuple[ImageNeed, Any]:
+    """Whether images are needed for this call, and which image element the user chose (``None``: automatic).
+
+    ``image=`` (sepal.tl): ``None`` / ``"auto"`` / the SpatialData itself choose automatically; an element name or a
+    dict ``{library_id: element name}`` chooses; arrays, paths and image sources go to sepal.tl untouched.
+    ``img_key=`` (sepal.pl) chooses when it names an image element; its defaults (``"hires"``) choose automatically.
+    """
     if images == "full":
         value = kwargs.get("image")
         if value is None or (isinstance(value, str) and value == "auto") or is_spatialdata(value):
             return images, None
         if isinstance(value, str) or (isinstance(value, Mapping) and all(isinstance(v, str) for v in value.values())):
             return images, value
-        return None, None  # the user passed arrays / paths / sources: tl resolves them itself
-    if images == "display":
-        if not kwargs.get("img", True):
-            return None, None
-        return images, kwargs.get("img_key")
+        return None, None
+    if images == "display" and kwargs.get("img", True):
+        key = kwargs.get("img_key")
+        return images, key if isinstance(key, str) and key in sdata.images else None
     return None, None
 
 
@@ -468,7 +471,7 @@ def _call_on_table(func: Callable, signature: inspect.Signature, sdata, args, kw
     name, table = resolve_table(sdata, table_key)
     parameter = signature.parameters.get("library_key")
     library_key = kwargs.get("library_key", DEFAULT_LIBRARY_KEY if parameter is None else parameter.default)
-    needed, choice = _image_choice(kwargs, images)
+    needed, choice = _image_choice(sdata, kwargs, images)
     slides = resolve_slides(sdata, name, table, library_key=library_key, images=needed, choice=choice)
     if needed == "full":
         kwargs = {**kwargs, "image": {lib: s.image_element() for lib, s in slides.items() if s.image is not None}}
