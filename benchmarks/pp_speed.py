@@ -83,7 +83,7 @@ def main() -> None:
     sepal.pp.filter(filtered, **thresholds)
     sepal.pp.tpm(filtered)
     sepal.pp.log2p(filtered)
-    sepal.pp.denoise(filtered)
+    sepal.pp.denoise(filtered, layer="log2tpm")
     sepal.pp.select_genes(
         filtered, n_top=min(256, args.genes)
     )  # warm-up: squidpy's numba kernels compile once per install
@@ -95,7 +95,7 @@ def main() -> None:
         "filter": lambda: sepal.pp.filter(inputs["filter"].pop(), **thresholds),
         "tpm": lambda: sepal.pp.tpm(filtered),
         "log2p": lambda: sepal.pp.log2p(filtered),
-        "denoise": lambda: sepal.pp.denoise(filtered),
+        "denoise": lambda: sepal.pp.denoise(filtered, layer="log2tpm"),
         "select_genes (Moran's I)": lambda: sepal.pp.select_genes(filtered, n_top=min(256, args.genes)),
         f"combat (256 genes, by {batch_key})": lambda: sepal.pp.combat(selected, key=batch_key),
         "run (whole pipeline)": lambda: sepal.pp.run(
@@ -113,8 +113,8 @@ def main() -> None:
     # The median filter against the plain loop, side by side, on every slide.
     libraries = resolve_libraries(filtered, "library_id")
     coords = check_array_coords(filtered)
-    values = filtered.layers["log1p"].toarray()
-    fast = best_of(lambda: sepal.pp.denoise(filtered), args.repeats)
+    values = filtered.layers["log2tpm"].toarray()
+    fast = best_of(lambda: sepal.pp.denoise(filtered, layer="log2tpm"), args.repeats)
     start = time.perf_counter()
     loop_out = np.empty_like(values)
     for lib in libraries.cat.categories:

@@ -195,7 +195,7 @@ def run_size(n_bins: int, n_genes: int, folder: Path, threads: int) -> dict:
     with step("log2"):
         sepal.pp.log2p(adata)
     with step("denoise"):
-        sepal.pp.denoise(adata)
+        sepal.pp.denoise(adata, layer="log2tpm")
     with step("moran selection (256 genes)"):
         sepal.pp.select_genes(adata, n_top=256, subset=True)
     with step("lattice graph + 1-hop"):

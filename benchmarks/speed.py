@@ -81,7 +81,7 @@ def run_size(n_slides: int, n_spots: int, n_genes: int, naive: bool) -> list[tup
     step("filter", lambda: sepal.pp.filter(adata, min_counts_spot=0, min_counts_gene=0))
     step("tpm", lambda: sepal.pp.tpm(adata))
     step("log2p", lambda: sepal.pp.log2p(adata))
-    step("denoise", lambda: sepal.pp.denoise(adata))
+    step("denoise", lambda: sepal.pp.denoise(adata, layer="log2tpm"))
     sepal.pp.select_genes(adata.copy(), n_top=8)  # warm-up: squidpy compiles its numba kernels once per install
     step("select_genes (Moran)", lambda: sepal.pp.select_genes(adata, n_top=min(256, adata.n_vars), subset=True))
     batch_key = "patient" if adata.obs["patient"].nunique() > 1 else "library_id"
@@ -106,7 +106,7 @@ def run_size(n_slides: int, n_spots: int, n_genes: int, naive: bool) -> list[tup
     step("predict (both stages)", lambda: sepal.tl.predict(adata, model, device="cpu"))
 
     if naive:
-        values = adata.layers["log1p"].toarray()
+        values = adata.layers["log2tpm"].toarray()
         lib_codes = libraries.cat.codes.to_numpy()
         loop_seconds = 0.0
         for code in np.unique(lib_codes):
