@@ -231,3 +231,28 @@ def test_copy_returns_a_new_spatialdata():
     assert "log2tpm" in out.tables["square_008um"].layers
     assert out.images["hd_full_image"] is sdata.images["hd_full_image"]  # the other elements are shared
     assert_same(table, before)
+
+
+def test_visium_hd_fit_and_predict_on_square_bins():
+    """tl on spatialdata-io's Visium HD layout: patches from the multiscale full image, the square bin lattice."""
+    sdata, _, _ = visium_hd()
+    table = sdata.tables["square_008um"]
+    table.obs["split"] = np.where(
+        table.obs["array_row"] < 4, "train", np.where(table.obs["array_row"] < 5, "val", "test")
+    )
+    sepal.pp.log2p(sdata, layer=None, table_key="square_008um")
+    sepal.pp.denoise(sdata, layer="log2tpm", table_key="square_008um")
+    model = sepal.tl.fit(
+        sdata,
+        table_key="square_008um",
+        backbone="vit_tiny_patch16_224",
+        pretrained=False,
+        patch_size=32,
+        device="cpu",
+        encoder_epochs=1,
+        spatial_epochs=1,
+        hidden=(8,),
+    )
+    assert model.config["spatial"]["training"]["lattice"] == "square"
+    assert np.isfinite(table.layers["sepal"]).all() and table.obsm["X_sepal"].shape[0] == table.n_obs
+    assert "sepal" not in sdata.tables["square_016um"].layers
