@@ -152,18 +152,10 @@ def ridge_predict(emb: np.ndarray, y: np.ndarray, train: np.ndarray, targets: np
 
 def random_encoder_embeddings(adata, images, cfg: dict, seed: int) -> np.ndarray:
     """Embeddings of every spot from the randomly initialised (untrained, frozen) backbone."""
-    from sepal_tl.tl._encoder import LocalEncoder
-
     torch.manual_seed(seed)
-    encoder = LocalEncoder(cfg["backbone"], adata.n_vars, pretrained=False, image_size=cfg["patch_size"])
-    model = sepal.tl.SepalModel(
-        genes=list(adata.var_names),
-        gene_means=np.zeros(adata.n_vars, dtype=np.float32),
-        geometry=sepal.tl.PatchGeometry(patch_size=cfg["patch_size"]),
-        config={"target": "absolute", "layer": "denoised", "encoder": {"backbone": cfg["backbone"]}, "spatial": None},
-        encoder=encoder,
+    sepal.tl.embed(
+        adata, cfg["backbone"], pretrained=False, patch_size=cfg["patch_size"], image=images, key_added="X_random_vit"
     )
-    sepal.tl.predict(adata, model, image=images, key_added="random_vit", device="cpu")
     return np.asarray(adata.obsm["X_random_vit"], dtype=np.float32)
 
 
@@ -258,18 +250,18 @@ def mean_sd(values) -> dict[str, float]:
     }
 
 
-def summarise(rows: list[dict]) -> dict:
+def summarise(rows: list[dict], models=MODELS, pairs=PAIRS) -> dict:
     """Mean ± sd over folds x seeds per (test set, model, metric), and paired differences of the ablation."""
     out: dict = {"tables": {}, "paired": {}}
     for test_set in ("test", "B4"):
         table = {}
-        for model in MODELS:
+        for model in models:
             sel = [r for r in rows if r["model"] == model and r["test_set"] == test_set]
             if sel:
                 table[model] = {"n": len(sel), **{m: mean_sd([r["metrics"][m] for r in sel]) for m in SUMMARY}}
         out["tables"][test_set] = table
         paired = {}
-        for a, b in PAIRS:
+        for a, b in pairs:
             runs = {(r["fold"], r["seed"]): r for r in rows if r["test_set"] == test_set and r["model"] == a}
             base = {(r["fold"], r["seed"]): r for r in rows if r["test_set"] == test_set and r["model"] == b}
             common = sorted(set(runs) & set(base))

@@ -322,3 +322,32 @@ def test_embed_with_a_weights_file_attaches_the_same_encoder(processed):
     out = sepal.tl.predict(he, model, device="cpu")  # embeddings recomputed from the images
     np.testing.assert_allclose(out.obsm["X_sepal"], adata.obsm["X_mobilenetv2_100"], rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(out.X, adata.layers["sepal_local"], rtol=1e-3, atol=1e-3)
+
+
+def test_layer_classes_in_model_kwargs_are_saved_by_import_path(processed):
+    module, spec = load_backbone("vit_tiny_patch16_224", pretrained=False, model_kwargs={"act_layer": torch.nn.SiLU})
+    stored = json.loads(json.dumps(spec.to_dict()))
+    assert stored["model_args"]["act_layer"] == {"import": "torch.nn.SiLU"}
+    from sepal_tl.tl._backbones import EncoderSpec
+
+    rebuilt = EncoderSpec.from_dict(stored).build()
+    assert isinstance(rebuilt.blocks[0].mlp.act, torch.nn.SiLU)
+    with pytest.raises(ValueError, match="cannot be saved with the model"):
+        load_backbone("vit_tiny_patch16_224", pretrained=False, model_kwargs={"act_layer": lambda: torch.nn.GELU()})[
+            1
+        ].to_dict()
+    stored["model_args"]["act_layer"] = {"import": "os.system"}
+    with pytest.raises(ValueError, match="only layers of"):
+        EncoderSpec.from_dict(stored)
+    adata = processed.copy()
+    assert_unchanged_after_error(
+        adata,
+        ValueError,
+        "global_pool",
+        sepal.tl.embed,
+        encoder="vit_tiny_patch16_224",
+        pretrained=False,
+        model_kwargs={"global_pool": ""},
+        patch_size=32,
+        device="cpu",
+    )

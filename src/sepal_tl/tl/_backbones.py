@@ -74,9 +74,10 @@ class EncoderSpec:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-compatible form."""
+        """JSON-compatible form (layer classes in ``model_args`` are stored by their import path)."""
         out = dataclasses.asdict(self)
         out["mean"], out["std"] = list(self.mean), list(self.std)
+        out["model_args"] = {k: encode_arg(v) for k, v in self.model_args.items()}
         return out
 
     @classmethod
@@ -85,12 +86,57 @@ class EncoderSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in values.items() if k in known}
         kwargs["mean"], kwargs["std"] = tuple(values["mean"]), tuple(values["std"])
+        kwargs["model_args"] = {k: decode_arg(v) for k, v in values.get("model_args", {}).items()}
         return cls(**kwargs)
 
     def build(self) -> nn.Module:
         """The architecture with random weights (the saved model's weights are loaded over it)."""
         timm = import_timm()
         return timm.create_model(self.architecture, pretrained=False, num_classes=0, **self.model_args)
+
+
+#: Modules whose layers and activations may appear in ``model_kwargs`` (e.g. Virchow2's ``mlp_layer``); they are
+#: stored by import path and imported again at load — nothing else is ever imported from a saved file.
+ARG_MODULES = ("timm.layers", "torch.nn")
+
+
+def encode_arg(value: Any) -> Any:
+    """A ``model_kwargs`` value in JSON form: plain values as they are, timm/torch layers as ``{"import": path}``."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [encode_arg(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): encode_arg(v) for k, v in value.items()}
+    import importlib
+
+    for module_name in ARG_MODULES:
+        module = importlib.import_module(module_name)
+        name = next((n for n in dir(module) if getattr(module, n) is value), None)
+        if name is not None:
+            return {"import": f"{module_name}.{name}"}
+    msg = (
+        f"model_kwargs value {value!r} cannot be saved with the model: use plain values, or layers and activations "
+        f"that {' / '.join(ARG_MODULES)} export (e.g. timm.layers.SwiGLUPacked, torch.nn.SiLU)."
+    )
+    raise ValueError(msg)
+
+
+def decode_arg(value: Any) -> Any:
+    """Inverse of :func:`encode_arg`; only names exported by :data:`ARG_MODULES` are imported."""
+    if isinstance(value, list):
+        return [decode_arg(v) for v in value]
+    if isinstance(value, dict) and set(value) == {"import"}:
+        import importlib
+
+        module_name, _, name = str(value["import"]).rpartition(".")
+        if module_name not in ARG_MODULES:
+            msg = f"model_args names {value['import']!r}; only layers of {ARG_MODULES} can be restored."
+            raise ValueError(msg)
+        return getattr(importlib.import_module(module_name), name)
+    if isinstance(value, dict):
+        return {k: decode_arg(v) for k, v in value.items()}
+    return value
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -301,6 +347,13 @@ def load_backbone(
             kwargs=kwargs,
         )
         load_weights(model, read_state_dict(path), strict=strict, origin=repr(str(path)))
+        logger.info(
+            "%s: input size and normalisation are timm's defaults for %r (mean %s); pass mean=/std= (or use a "
+            "hub-style folder with its config.json) if the weights were trained otherwise",
+            path.name,
+            backbone,
+            values.get("mean"),
+        )
         spec = EncoderSpec(backbone, backbone, _model_args(model, kwargs), "file", path.name, sha256_of(path), **values)
         return model, spec
     if backbone.startswith(HUB_PREFIX):

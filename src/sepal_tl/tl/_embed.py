@@ -16,7 +16,7 @@ from sepal_tl._logging import logger
 from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._uns import record
 from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_finite
-from sepal_tl.tl._backbones import EncoderSpec, load_backbone
+from sepal_tl.tl._backbones import EncoderSpec, encode_arg, load_backbone
 from sepal_tl.tl._encoder import backbone_width
 from sepal_tl.tl._images import resolve_images
 from sepal_tl.tl._model import SepalModel
@@ -55,6 +55,13 @@ def compute_embeddings(
         for patches in _progress(loader):
             views = eight_symmetries(patches) if tta else patches[None]
             features = torch.stack([backbone(view.to(target, non_blocking=True)).float() for view in views]).mean(0)
+            if features.ndim != 2:
+                msg = (
+                    f"The encoder returns {tuple(features.shape[1:])} per patch, not one pooled vector (its global_pool "
+                    "is off, e.g. Virchow2's hub config). Pass model_kwargs={'global_pool': 'token'} (class token) or "
+                    "{'global_pool': 'avg'}, or pool the tokens yourself and store them in obsm."
+                )
+                raise ValueError(msg)
             out[start : start + len(patches)] = features.cpu().numpy()
             start += len(patches)
     backbone.to("cpu")
@@ -191,18 +198,6 @@ def embed(
     for lib in sources:
         geometry.window_side(adata, lib)  # every slide needs a spot diameter
     key = key_added or default_key(name)
-    values = compute_embeddings(
-        adata,
-        backbone,
-        geometry,
-        sources=sources,
-        library_key=lib_key,
-        batch_size=batch_size,
-        device=device,
-        num_workers=num_workers,
-        tta=tta,
-    )
-    adata.obsm[key] = values
     if isinstance(encoder, SepalModel) or spec.source == "random":
         source = None  # no file or hub id would give these weights again
     elif os.path.isdir(name) or not isinstance(pretrained, bool):
@@ -215,9 +210,21 @@ def embed(
             "geometry": geometry.to_dict(),
             "tta": tta,
             "pretrained": source,
-            "model_kwargs": dict(model_kwargs or {}),
+            "model_kwargs": {k: encode_arg(v) for k, v in (model_kwargs or {}).items()},
         }
     )
+    values = compute_embeddings(
+        adata,
+        backbone,
+        geometry,
+        sources=sources,
+        library_key=lib_key,
+        batch_size=batch_size,
+        device=device,
+        num_workers=num_workers,
+        tta=tta,
+    )
+    adata.obsm[key] = values
     adata.uns.setdefault("sepal", {}).setdefault(EMBEDDINGS_UNS, {})[key] = entry
     record(adata, "tl", "embed", {"key_added": key, "encoder": spec.name, "source": spec.source, "tta": tta})
     logger.info("added %r (%d x %d) to adata.obsm", key, *values.shape)

@@ -16,7 +16,7 @@ from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._settings import settings
 from sepal_tl._uns import record
 from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_choice, get_matrix, resolve_libraries
-from sepal_tl.tl._backbones import EncoderSpec, load_backbone
+from sepal_tl.tl._backbones import EncoderSpec, decode_arg, encode_arg, load_backbone
 from sepal_tl.tl._embed import compute_embeddings, recorded_encoder
 from sepal_tl.tl._encoder import EMBEDDING_NORMS, LocalEncoder, column_stats
 from sepal_tl.tl._images import resolve_images
@@ -140,7 +140,7 @@ def _frozen_backbone(
     module, spec_now = load_backbone(
         None if spec.source == "folder" else spec.name,
         pretrained=recorded["pretrained"],
-        model_kwargs=recorded["model_kwargs"],
+        model_kwargs={k: decode_arg(v) for k, v in recorded["model_kwargs"].items()},
         strict=strict,
         image_size=recorded["geometry"]["patch_size"],
     )
@@ -310,6 +310,7 @@ def fit_encoder(
             )
             raise ValueError(msg)
     norm = embedding_norm or ("slide" if freeze else "none")
+    saved_kwargs = {k: encode_arg(v) for k, v in (model_kwargs or {}).items()}  # must be storable: check first
     if not freeze and (not isinstance(epochs, int) or epochs < 1):
         msg = (
             f"epochs={epochs!r}: fine-tuning needs at least one epoch, else the head would stay random. Pass "
@@ -401,7 +402,7 @@ def fit_encoder(
             "embedding_norm": norm,
             "head": "ridge" if freeze else "fine-tuned",
             "pretrained": str(pretrained),
-            "model_kwargs": dict(model_kwargs or {}),
+            "model_kwargs": saved_kwargs,
             "loss": loss,
             "epochs": 0 if freeze else epochs,
             "batch_size": batch_size,
