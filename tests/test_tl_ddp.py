@@ -82,7 +82,7 @@ def fit(mode: str, out: Path) -> None:
     )
     with torch.no_grad():
         pred = task.net(x[N_TRAIN + N_VAL :]).numpy()
-    rank = int(os.environ.get("RANK", 0))
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     result = {"history": history, "best": best, "pred": pred.tolist(), "rank": rank}
     (out.parent / f"{out.stem}.rank{rank}.json").write_text(json.dumps(result))
 
