@@ -4,7 +4,7 @@ Everything Lightning pickles lives at module level, so that ``strategy="ddp_spaw
 started by ``spawn`` work, and so that the classes can be imported and subclassed:
 
 - :class:`RegressionTask` trains ``net`` with Adam on ``loss(net, batch)`` and logs ``train_mse`` / ``val_mse``
-  reduced over all processes (``sync_dist``, weighted by batch size: the global mean over spots).
+  as the mean over the spots of all processes (batches weighted by their size in a torchmetrics ``MeanMetric``).
 - :class:`BestWeights` keeps, in memory, the weights of the epoch with the lowest monitored value. Every process
   sees the same global value and holds the same parameters, so every process ends with the same best weights,
   without a shared file system (multi-node).
@@ -166,7 +166,6 @@ class BestWeights(L.Callback):
     def __init__(self, monitor: str = "val_mse") -> None:
         self.monitor = monitor
         self.best_score = float("inf")
-        self.best_epoch: int | None = None
         self._state: dict[str, torch.Tensor] | None = None
 
     def _update(self, trainer, pl_module) -> None:
@@ -174,7 +173,7 @@ class BestWeights(L.Callback):
             return
         value = float(trainer.callback_metrics[self.monitor])
         if value < self.best_score:  # False for NaN
-            self.best_score, self.best_epoch = value, trainer.current_epoch
+            self.best_score = value
             self._state = _weights(pl_module)
 
     def on_validation_end(self, trainer, pl_module) -> None:
