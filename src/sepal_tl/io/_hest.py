@@ -72,7 +72,9 @@ def read_hest(
     -------
     AnnData with raw counts in ``X`` and ``layers["counts"]``, ``obs_names`` ``f"{library_id}_{barcode}"``,
     ``obsm["spatial"]`` (WSI level-0 pixels, x = column, y = row), ``obs["array_row"]`` / ``obs["array_col"]``
-    (from the file, else from the pixel positions and ``inter_spot_dist``), ``obs["library_id"]`` and
+    (from the file, else from the pixel positions and ``inter_spot_dist``: Visium's hex grid for
+    ``st_technology == "Visium"``, a square grid otherwise, as HEST's Xenium / Visium HD pseudo-spots of 55 µm
+    100 µm apart and legacy ST), ``obs["library_id"]`` and
     ``uns["spatial"][library_id]`` with the ``hires`` image, ``scalefactors`` (``tissue_hires_scalef``,
     ``spot_diameter_fullres``) and ``metadata`` (``source_image_path`` and the sample's HEST metadata).
 
