@@ -14,6 +14,20 @@ from sepal_tl.tl._posenc import relative_position_encoding
 # Positional encoding
 
 
+def _head(*args, **kwargs) -> SpatialHead:
+    """A head whose last layer is randomly initialised (it starts at zero), so that outputs depend on the input."""
+    model = SpatialHead(*args, **kwargs)
+    model.post[-1].reset_parameters()
+    return model
+
+
+def test_a_fresh_head_corrects_nothing():
+    coords, batch = hex_batch(centres=(20, 0, 33))
+    model = SpatialHead(8, 4, hidden=(6,), pooling="center")
+    out = model(torch.randn(batch.node_index.numel(), 8), batch.edge_index, batch.batch, batch.ptr)
+    assert torch.equal(out, torch.zeros_like(out))  # training starts from the local prediction
+
+
 def test_posenc_centre_and_known_values():
     dim = 8
     enc = relative_position_encoding(torch.tensor([[0, 0], [1, 0], [0, -3], [2, 5]]), dim)
@@ -88,7 +102,7 @@ def test_forward_shapes(operator, pooling):
     torch.manual_seed(0)
     coords, batch = hex_batch()
     emb = torch.randn(len(coords), 8)
-    model = SpatialHead(8, 5, operator=operator, hidden=(12, 6), pre=(10,), post=(7,), pooling=pooling)
+    model = _head(8, 5, operator=operator, hidden=(12, 6), pre=(10,), post=(7,), pooling=pooling)
     out = model(emb[batch.node_index], batch.edge_index, batch.batch, batch.ptr, batch.offsets)
     assert out.shape == (3, 5) and torch.isfinite(out).all()
 
@@ -98,7 +112,7 @@ def test_forward_accepts_precombined_features(aggregation):
     torch.manual_seed(0)
     coords, batch = hex_batch()
     emb = torch.randn(len(coords), 8)[batch.node_index]
-    model = SpatialHead(8, 3, hidden=(6,), aggregation=aggregation, pooling="mean")
+    model = _head(8, 3, hidden=(6,), aggregation=aggregation, pooling="mean")
     assert model.feature_dim == (8 if aggregation == "sum" else 16)
     direct = model(emb, batch.edge_index, batch.batch, batch.ptr, batch.offsets)
     combined = model(model.features(emb, batch.offsets), batch.edge_index, batch.batch, batch.ptr)
@@ -114,7 +128,7 @@ def test_graphs_do_not_mix(pooling):
     torch.manual_seed(0)
     coords, batch = hex_batch(centres=(20, 0, 33))
     x = torch.randn(batch.node_index.numel(), 8)
-    model = SpatialHead(8, 4, hidden=(6,), pooling=pooling).eval()
+    model = _head(8, 4, hidden=(6,), pooling=pooling).eval()
     out = model(x, batch.edge_index, batch.batch, batch.ptr)
     x2 = x.clone()
     x2[batch.ptr[1] : batch.ptr[2]] += 5.0  # perturb graph 1 only
@@ -131,7 +145,7 @@ def test_center_pooling_reads_the_centre(operator):
     batch = torch.arange(n_graphs).repeat_interleave(size)
     edgeless = torch.zeros(2, 0, dtype=torch.long)
     x = torch.randn(n_graphs * size, 8)
-    model = SpatialHead(8, 3, operator=operator, hidden=(6, 6), pooling="center").eval()
+    model = _head(8, 3, operator=operator, hidden=(6, 6), pooling="center").eval()
     out = model(x, edgeless, batch, ptr)
     x2 = x.clone()
     not_centre = torch.ones(len(x), dtype=torch.bool)
@@ -146,7 +160,7 @@ def test_center_pooling_reads_the_centre(operator):
 def test_sag_pooling_keeps_one_node_per_graph():
     torch.manual_seed(0)
     _, batch = hex_batch()
-    model = SpatialHead(8, 3, hidden=(6,), pooling="sag")
+    model = _head(8, 3, hidden=(6,), pooling="sag")
     x = model.pre(torch.randn(batch.node_index.numel(), 8))
     x = model.act(model.convs[0](x, batch.edge_index))
     kept, _, _, kept_batch, perm, _ = model.pool(x, batch.edge_index, batch=batch.batch)
@@ -155,7 +169,7 @@ def test_sag_pooling_keeps_one_node_per_graph():
 
 
 def test_final_layer_is_linear_without_activation():
-    model = SpatialHead(8, 3, hidden=(6,), post=(5,), pooling="mean")
+    model = _head(8, 3, hidden=(6,), post=(5,), pooling="mean")
     assert isinstance(model.post[-1], nn.Linear) and model.post[-1].out_features == 3
     assert [type(m) for m in model.post] == [nn.Linear, nn.ELU, nn.Linear]
     with torch.no_grad():
@@ -167,12 +181,12 @@ def test_final_layer_is_linear_without_activation():
 
 
 def test_layer_layout():
-    model = SpatialHead(16, 4, operator="GCNConv", hidden=(8, 6), pre=(12,), aggregation="concat", pos_dim=8)
+    model = _head(16, 4, operator="GCNConv", hidden=(8, 6), pre=(12,), aggregation="concat", pos_dim=8)
     assert model.feature_dim == 24
     assert [type(m) for m in model.pre] == [nn.Linear, nn.ELU] and model.pre[0].in_features == 24
     assert [(c.in_channels, c.out_channels) for c in model.convs] == [(12, 8), (8, 6)]
     assert model.post[0].in_features == 6
-    plain = SpatialHead(8, 4, hidden=(), pooling="center")
+    plain = _head(8, 4, hidden=(), pooling="center")
     assert len(plain.pre) == 0 and len(plain.convs) == 0 and plain.post[0].in_features == 8
 
 
@@ -182,7 +196,7 @@ def test_gradients_reach_every_parameter(operator, pooling):
     torch.manual_seed(0)
     coords, batch = hex_batch(n_hops=2)
     emb = torch.randn(len(coords), 8, requires_grad=True)
-    model = SpatialHead(8, 4, operator=operator, hidden=(6,), pre=(8,), post=(5,), pooling=pooling)
+    model = _head(8, 4, operator=operator, hidden=(6,), pre=(8,), post=(5,), pooling=pooling)
     out = model(emb[batch.node_index], batch.edge_index, batch.batch, batch.ptr, batch.offsets)
     out.square().mean().backward()
     for name, param in model.named_parameters():
