@@ -351,3 +351,21 @@ def test_layer_classes_in_model_kwargs_are_saved_by_import_path(processed):
         patch_size=32,
         device="cpu",
     )
+
+
+def test_a_model_refuses_visium_hd_bins_of_another_size(processed):
+    adata = processed.copy()
+    adata.obsm["X_small"] = np.random.default_rng(1).normal(size=(adata.n_obs, 8)).astype(np.float32)
+    for entry in adata.uns["spatial"].values():
+        entry.setdefault("metadata", {})["bin_size_um"] = 16.0
+    model = sepal.tl.fit_encoder(adata, embedding_key="X_small")
+    assert model.config["bin_size_um"] == 16.0
+    eight = adata.copy()
+    for entry in eight.uns["spatial"].values():
+        entry["metadata"]["bin_size_um"] = 8.0
+    assert_unchanged_after_error(eight, ValueError, "trained on 16 µm bins", sepal.tl.predict, model=model)
+    mixed = adata.copy()
+    mixed.uns["spatial"]["slide0"]["metadata"]["bin_size_um"] = 8.0
+    assert_unchanged_after_error(
+        mixed, ValueError, "different Visium HD bin sizes", sepal.tl.fit_encoder, embedding_key="X_small"
+    )

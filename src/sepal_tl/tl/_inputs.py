@@ -52,3 +52,31 @@ def check_model_genes(adata: AnnData, genes: Sequence[str]) -> None:
             "predict on an H&E-only AnnData (adata[:, []]) to get a new AnnData with the model's genes."
         )
         raise KeyError(msg)
+
+
+def bin_size_um(adata: AnnData) -> float | None:
+    """The Visium HD bin size of the slides (``uns["spatial"][lib]["metadata"]["bin_size_um"]``), if they have one.
+
+    Slides with different bin sizes in one AnnData are an error: a model learns one spot size.
+    """
+    sizes = {
+        float(entry["metadata"]["bin_size_um"])
+        for entry in adata.uns.get("spatial", {}).values()
+        if isinstance(entry, dict) and "bin_size_um" in entry.get("metadata", {})
+    }
+    if len(sizes) > 1:
+        msg = f"The slides have different Visium HD bin sizes {sorted(sizes)} µm; use one bin size per model."
+        raise ValueError(msg)
+    return sizes.pop() if sizes else None
+
+
+def check_bin_size(adata: AnnData, model_bin_size: float | None) -> None:
+    """Refuse Visium HD bins of another size than the model was trained on."""
+    size = bin_size_um(adata)
+    if model_bin_size is not None and size is not None and size != model_bin_size:
+        msg = (
+            f"These are {size:g} µm Visium HD bins but the model was trained on {model_bin_size:g} µm bins, so "
+            f"patches and neighbourhoods mean different things. Read the data with "
+            f"sepal.io.read_visium_hd(..., bin_size={model_bin_size:g}) or train a model on {size:g} µm bins."
+        )
+        raise ValueError(msg)

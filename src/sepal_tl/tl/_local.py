@@ -20,7 +20,7 @@ from sepal_tl.tl._backbones import EncoderSpec, decode_arg, encode_arg, load_bac
 from sepal_tl.tl._embed import compute_embeddings, recorded_encoder
 from sepal_tl.tl._encoder import EMBEDDING_NORMS, LocalEncoder, column_stats
 from sepal_tl.tl._images import resolve_images
-from sepal_tl.tl._inputs import dense_layer, split_indices
+from sepal_tl.tl._inputs import bin_size_um, dense_layer, split_indices
 from sepal_tl.tl._model import SepalModel
 from sepal_tl.tl._patches import PatchGeometry, SpotPatches
 from sepal_tl.tl._ridge import fit_ridge
@@ -318,6 +318,7 @@ def fit_encoder(
         )
         raise ValueError(msg)
     splits = split_indices(adata, split_key)
+    bin_size = bin_size_um(adata)
     values = dense_layer(adata, layer)
     observed = np.asarray(get_matrix(adata, mask), dtype=np.float32) if loss == "masked_mse" else None
     raw = checked_embeddings(adata, embedding_key) if embedding_key is not None else None
@@ -393,6 +394,7 @@ def fit_encoder(
     config = {
         "target": target,
         "layer": layer,
+        "bin_size_um": bin_size,
         "encoder": {
             "backbone": spec.name if spec is not None else f"obsm[{embedding_key!r}]",
             "spec": spec.to_dict() if spec is not None else None,

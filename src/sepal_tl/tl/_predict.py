@@ -13,6 +13,7 @@ from sepal_tl._logging import logger
 from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._uns import record
 from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_array_coords, resolve_libraries
+from sepal_tl.tl._inputs import check_bin_size
 from sepal_tl.tl._local import model_embeddings
 from sepal_tl.tl._model import SepalModel
 from sepal_tl.tl._neighbourhoods import hop_neighbourhoods
@@ -115,6 +116,7 @@ def predict(
     ``adata`` with ``copy=True``, or the new AnnData over the model's genes).
     """
     shared = _check_genes(adata, model)
+    check_bin_size(adata, model.config.get("bin_size_um"))
     key = embedding_key or (model.embedding_key if model.embedding_key in adata.obsm else None)
     if key is None and model.encoder.backbone is not None:
         for lib in adata.uns.get("spatial", {}):
