@@ -16,13 +16,14 @@ import time
 
 import torch
 
+from sepal_tl.tl._backbones import load_backbone
 from sepal_tl.tl._encoder import LocalEncoder
 
 GFLOP_PER_IMAGE = 53.0
 
 
 def throughput(bf16: bool, batch_size: int, steps: int) -> float:
-    model = LocalEncoder("vit_base_patch16_224", 256, pretrained=False, image_size=224).cuda()
+    model = LocalEncoder(load_backbone("vit_base_patch16_224", pretrained=False)[0], 256).cuda()
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)
     x = torch.randn(batch_size, 3, 224, 224, device="cuda")
     y = torch.randn(batch_size, 256, device="cuda")

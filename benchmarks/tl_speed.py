@@ -28,17 +28,18 @@ import torch
 import sepal_tl as sepal
 from sepal_tl._graph import lattice_graph
 from sepal_tl._validation import resolve_libraries
+from sepal_tl.tl._backbones import load_backbone
 from sepal_tl.tl._encoder import LocalEncoder
 from sepal_tl.tl._gnn import SpatialHead
 from sepal_tl.tl._neighbourhoods import hop_neighbourhoods
 from sepal_tl.tl._patches import PatchGeometry, SpotPatches
-from sepal_tl.tl._spatial import SpatialInputs, spatial_loss
+from sepal_tl.tl._spatial import SpatialInputs, SpatialLoss
 from sepal_tl.tl._training import regression_task, run_training
 
 
 def bare_throughput(backbone: str, patch_size: int, batch_size: int, n_genes: int, steps: int) -> float:
     """Images/s of forward + MSE + backward + Adam on random tensors (no data pipeline)."""
-    model = LocalEncoder(backbone, n_genes, pretrained=False, image_size=patch_size)
+    model = LocalEncoder(load_backbone(backbone, pretrained=False, image_size=patch_size)[0], n_genes)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)
     x = torch.randn(batch_size, 3, patch_size, patch_size)
     y = torch.randn(batch_size, n_genes)
@@ -95,7 +96,7 @@ def spatial_epoch(args) -> float:
     )
     head = SpatialHead(args.embedding_dim, genes, operator="GraphConv", hidden=(256,), pooling="sag")
     targets = torch.as_tensor(rng.normal(size=(n, genes)).astype(np.float32))
-    task = regression_task(head, spatial_loss(inputs, targets), lr=1e-4, weight_decay=0.0)
+    task = regression_task(head, SpatialLoss(inputs, targets), lr=1e-4, weight_decay=0.0)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.arange(n)), batch_size=256, shuffle=True)
     history, _ = run_training(task, loader, None, epochs=3, device=args.device, patience=None, trainer_kwargs=None)
     return float(np.median([epoch["train_seconds"] for epoch in history[1:]]))
