@@ -489,3 +489,44 @@ def test_resolve_images_errors(tmp_path):
     Image.fromarray(full).save(path)
     with pytest.raises(ValueError, match="dict"):
         resolve_images(two, path)
+
+
+def test_stain_deconvolution_matrices_and_jitter_properties():
+    from sepal_tl.tl._stain import HED_FROM_RGB, RGB_FROM_HED, hed_jitter
+
+    np.testing.assert_allclose(HED_FROM_RGB @ RGB_FROM_HED, np.eye(3), atol=1e-12)
+    rng = np.random.default_rng(0)
+    patches = rng.uniform(20, 250, size=(6, 3, 8, 8)).astype(np.float32)
+    same = patches.copy()
+    hed_jitter(same, 0.0, torch.Generator().manual_seed(0))
+    np.testing.assert_array_equal(same, patches)  # sigma 0: off
+    small, large = patches.copy(), patches.copy()
+    hed_jitter(small, 0.02, torch.Generator().manual_seed(0))
+    hed_jitter(large, 0.2, torch.Generator().manual_seed(0))
+    assert small.min() >= 0 and large.max() <= 255
+    change_small, change_large = np.abs(small - patches).mean(), np.abs(large - patches).mean()
+    assert 0 < change_small < change_large
+    per_patch = np.abs(large - patches).mean(axis=(1, 2, 3))
+    assert len(np.unique(per_patch.round(4))) == len(per_patch)  # one draw per patch
+    # a pixel made of haematoxylin alone stays on the haematoxylin ray when only its scale changes
+    h_only = np.exp(-1.0 * RGB_FROM_HED[0])[None, :, None, None] * 255 * np.ones((1, 3, 2, 2))
+    density = -np.log(h_only[0, :, 0, 0] / 255)
+    np.testing.assert_allclose(density @ HED_FROM_RGB, [1.0, 0.0, 0.0], atol=1e-9)
+
+
+def test_stain_jitter_only_in_train_mode_and_checked():
+    adata = spot_adata(
+        [[40.0, 40.0], [30.0, 45.0]],
+        diameter=16.0,
+        images={"hires": noise_image()},
+        scalefactors={"tissue_hires_scalef": 1.0},
+    )
+    geometry = PatchGeometry(patch_size=16)
+    plain = SpotPatches(adata, geometry=geometry, train=True, random_state=1).extract_batch([0, 1])
+    jittered = SpotPatches(adata, geometry=geometry, train=True, random_state=1, stain_jitter=0.1).extract_batch([0, 1])
+    assert not torch.allclose(plain, jittered)  # same symmetries, other colours
+    evaluation = SpotPatches(adata, geometry=geometry, stain_jitter=0.1).extract_batch([0, 1])
+    torch.testing.assert_close(evaluation, SpotPatches(adata, geometry=geometry).extract_batch([0, 1]))
+    for bad in (-0.1, 1.5, "0.05", True):
+        with pytest.raises(ValueError, match="stain_jitter"):
+            SpotPatches(adata, geometry=geometry, stain_jitter=bad)

@@ -202,6 +202,7 @@ def fit_encoder(
     patch_size: int | None = None,
     mean: tuple[float, float, float] | None = None,
     std: tuple[float, float, float] | None = None,
+    stain_jitter: float = 0.0,
     epochs: int = 50,
     batch_size: int = 64,
     lr: float = 1e-4,
@@ -268,6 +269,9 @@ def fit_encoder(
         Window side as a multiple of the spot diameter.
     patch_size, mean, std
         Input side and per-channel normalisation of the patches (default: the pretrained weights' own).
+    stain_jitter
+        Fine-tuning only: σ of the random stain (HED) augmentation of training patches
+        (:func:`~sepal_tl.tl._stain.hed_jitter`; Tellez et al. 2018 use 0.05; 0: off).
     epochs, batch_size, lr, weight_decay
         Adam optimisation (fine-tuning; ``epochs`` must be at least 1). ``batch_size`` is also the embedding batch.
     patience
@@ -309,6 +313,9 @@ def fit_encoder(
                 "its own scale. Pass freeze=True, or leave embedding_norm unset."
             )
             raise ValueError(msg)
+    if stain_jitter and freeze:
+        msg = "stain_jitter augments training patches of a fine-tuned encoder; frozen embeddings see no augmentation."
+        raise ValueError(msg)
     norm = embedding_norm or ("slide" if freeze else "none")
     saved_kwargs = {k: encode_arg(v) for k, v in (model_kwargs or {}).items()}  # must be storable: check first
     if not freeze and (not isinstance(epochs, int) or epochs < 1):
@@ -390,6 +397,7 @@ def fit_encoder(
             seed=seed,
             trainer_kwargs=trainer_kwargs,
             library_key=lib_key,
+            stain_jitter=stain_jitter,
         )
     config = {
         "target": target,
@@ -406,6 +414,7 @@ def fit_encoder(
             "pretrained": str(pretrained),
             "model_kwargs": saved_kwargs,
             "loss": loss,
+            "stain_jitter": stain_jitter,
             "epochs": 0 if freeze else epochs,
             "batch_size": batch_size,
             "lr": lr,
@@ -458,6 +467,7 @@ def _fine_tune(
     seed,
     trainer_kwargs,
     library_key,
+    stain_jitter,
 ) -> tuple[LocalEncoder, dict[str, float], list[dict[str, float]]]:
     """Train backbone and head end to end with Lightning; returns the trained encoder, best MSE and history."""
     L = import_lightning()
@@ -477,6 +487,7 @@ def _fine_tune(
             train=train,
             library_key=library_key,
             random_state=seed,
+            stain_jitter=stain_jitter if train else 0.0,
         )
         return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=train, num_workers=num_workers)
 

@@ -41,6 +41,7 @@ from sepal_tl._settings import settings
 from sepal_tl._validation import check_positive, check_spatial, get_matrix
 from sepal_tl.io._common import library_ids
 from sepal_tl.tl._images import ImageSource, resolve_images
+from sepal_tl.tl._stain import hed_jitter
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -336,6 +337,9 @@ class SpotPatches(Dataset):
         seeded ``generator=`` to the DataLoader to make them reproducible too.
     cache_dir
         Passed to :func:`resolve_images` when ``images`` is not already resolved.
+    stain_jitter
+        With ``train``, σ of a random per-patch scaling and shift of the haematoxylin, eosin and DAB optical
+        densities (:func:`~sepal_tl.tl._stain.hed_jitter`; 0: off).
 
     Examples
     --------
@@ -357,7 +361,12 @@ class SpotPatches(Dataset):
         spatial_key: str = "spatial",
         random_state: int | None = None,
         cache_dir: str | os.PathLike | None = None,
+        stain_jitter: float = 0.0,
     ) -> None:
+        if isinstance(stain_jitter, bool) or not isinstance(stain_jitter, int | float) or not 0 <= stain_jitter < 1:
+            msg = f"stain_jitter={stain_jitter!r} must be a number in [0, 1) (0: off; 0.05 is the usual choice)."
+            raise ValueError(msg)
+        self.stain_jitter = float(stain_jitter)
         self.geometry = geometry or PatchGeometry()
         if not isinstance(self.geometry, PatchGeometry):
             msg = f"geometry must be a PatchGeometry, got {type(self.geometry).__name__}."
@@ -476,6 +485,8 @@ class SpotPatches(Dataset):
                 source.crop_pixels(int(self._row0[item]), int(self._col0[item]), n, out=crops[j])
             group_symmetries = symmetries if symmetries is None or where is None else symmetries[where]
             _to_chw_float(_resize(torch.from_numpy(crops), size), out, where, group_symmetries)
+        if self.train:
+            hed_jitter(out, self.stain_jitter, self._rng())
         _normalise(out, self.geometry)
         out = torch.from_numpy(out)
         if self.targets is None:
