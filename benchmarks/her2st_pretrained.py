@@ -62,6 +62,7 @@ SPATIAL = {
     "batch_size": 128,
     "lr": 1e-3,
 }
+STNET_LR = 1e-3
 FINETUNE = {"patch_size": 112, "epochs": 6, "batch_size": 32, "lr": 1e-4}
 QUICK = {"spatial_epochs": 10, "finetune_epochs": 1}
 ALPHAS = tuple(10.0**k for k in range(-1, 6))
@@ -188,13 +189,13 @@ def run_fold(
         preds[(seed, "SEPAL (fine-tuned MobileNetV2)")] = np.asarray(adata.layers["ft"]).copy()
         seconds["SEPAL (fine-tuned MobileNetV2)"] = time.perf_counter() - t
         t = time.perf_counter()
-        stnet = sepal.tl.fit_encoder(
+        stnet = sepal.tl.fit_encoder(  # absolute targets start far from a zero-bias head: the larger lr of her2st.py
             adata,
             backbone="densenet121",
             pretrained=weights / ENCODERS["DenseNet-121"][1],
             target="absolute",
             key_added="st",
-            **opts,
+            **{**opts, "lr": STNET_LR},
             **common,
         )
         sub = adata[held_out].copy()
