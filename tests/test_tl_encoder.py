@@ -372,3 +372,35 @@ def test_a_model_refuses_visium_hd_bins_of_another_size(processed):
     assert_unchanged_after_error(
         mixed, ValueError, "different Visium HD bin sizes", sepal.tl.fit_encoder, embedding_key="X_small"
     )
+
+
+def test_fit_spatial_on_reordered_genes_and_checks_before_writing(processed):
+    adata = processed.copy()
+    adata.obsm["X_small"] = np.random.default_rng(2).normal(size=(adata.n_obs, 8)).astype(np.float32)
+    model = sepal.tl.fit_encoder(adata, embedding_key="X_small")
+    reordered = adata[:, adata.var_names[::-1]].copy()
+    sepal.tl.fit_spatial(reordered, model, epochs=1, hidden=(8,), device="cpu")
+    expected = sepal.tl.predict(adata, model, copy=True)
+    np.testing.assert_allclose(
+        reordered[:, model.genes].layers["sepal"], expected.layers["sepal"], rtol=1e-5, atol=1e-5
+    )
+    wider = adata.copy()
+    wider.obs = wider.obs.drop(columns=["array_row"])
+    assert_unchanged_after_error(
+        wider, KeyError, "array_row", sepal.tl.fit_spatial, model=model, epochs=1, device="cpu"
+    )
+    fewer = adata[:, 1:].copy()
+    assert_unchanged_after_error(
+        fewer, ValueError, r"adata\[:, model.genes\]", sepal.tl.fit_spatial, model=model, epochs=1
+    )
+    assert_unchanged_after_error(adata, ValueError, "tta=True", sepal.tl.predict, model=model, tta=True)
+
+
+def test_num_classes_in_model_kwargs_is_overridden_and_rebuilds():
+    from sepal_tl.tl._backbones import EncoderSpec
+
+    module, spec = load_backbone("resnet18", pretrained=False, model_kwargs={"num_classes": 1000})
+    assert module.eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 512)
+    assert "num_classes" not in spec.model_args
+    rebuilt = EncoderSpec.from_dict(json.loads(json.dumps(spec.to_dict()))).build().eval()
+    assert rebuilt(torch.zeros(1, 3, 32, 32)).shape == (1, 512)

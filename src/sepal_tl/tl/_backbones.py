@@ -92,7 +92,7 @@ class EncoderSpec:
     def build(self) -> nn.Module:
         """The architecture with random weights (the saved model's weights are loaded over it)."""
         timm = import_timm()
-        return timm.create_model(self.architecture, pretrained=False, num_classes=0, **self.model_args)
+        return timm.create_model(self.architecture, pretrained=False, **{**self.model_args, "num_classes": 0})
 
 
 #: Modules whose layers and activations may appear in ``model_kwargs`` (e.g. Virchow2's ``mlp_layer``); they are
@@ -276,7 +276,7 @@ def _check_timm_name(timm, name: str) -> None:
 
 def _create(timm, name: str, *, pretrained: bool, image_size: int | None, default_size: int, kwargs: dict) -> nn.Module:
     """``timm.create_model`` with ``img_size`` for architectures that take one, when a non-native size is asked."""
-    args = {"num_classes": 0, **kwargs}
+    args = {**kwargs, "num_classes": 0}  # a backbone: pooled features, whatever a config or the user says
     if image_size is not None and image_size != default_size and "img_size" not in args:
         try:
             return timm.create_model(name, pretrained=pretrained, img_size=image_size, **args)
@@ -395,7 +395,7 @@ def load_backbone(
 
 def _model_args(model: nn.Module, kwargs: dict[str, Any]) -> dict[str, Any]:
     """``model_args`` that rebuild ``model``'s shapes: the user's kwargs plus a non-default ``img_size``."""
-    args = dict(kwargs)
+    args = {k: v for k, v in kwargs.items() if k != "num_classes"}
     patch_embed = getattr(model, "patch_embed", None)
     img_size = getattr(patch_embed, "img_size", None)
     if img_size is not None and "img_size" not in args:

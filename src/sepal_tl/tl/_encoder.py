@@ -105,6 +105,12 @@ def build_encoder(encoder_config: dict, n_genes: int) -> LocalEncoder:
     from sepal_tl.tl._backbones import EncoderSpec
 
     spec = encoder_config.get("spec")
+    if spec is None and "embedding_dim" not in encoder_config:
+        msg = (
+            "This model was saved by sepal_tl 0.1, before encoders recorded their source and architecture, so its "
+            "encoder cannot be rebuilt; retrain it with this version (or load it with sepal_tl 0.1)."
+        )
+        raise ValueError(msg)
     if spec is None:
         return LocalEncoder(None, n_genes, embedding_dim=int(encoder_config["embedding_dim"]))
     return LocalEncoder(EncoderSpec.from_dict(spec).build(), n_genes)

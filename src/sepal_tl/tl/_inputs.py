@@ -42,18 +42,6 @@ def dense_layer(adata: AnnData, layer: str | None, *, genes: Sequence[str] | Non
     return (matrix.toarray() if sparse.issparse(matrix) else np.asarray(matrix)).astype(np.float32)
 
 
-def check_model_genes(adata: AnnData, genes: Sequence[str]) -> None:
-    """Raise ``KeyError`` unless every model gene is in ``adata.var_names``."""
-    missing = [g for g in genes if g not in adata.var_names]
-    if missing:
-        msg = (
-            f"{len(missing)} of the model's {len(genes)} genes are missing from adata.var_names "
-            f"(e.g. {missing[:5]}). The model was trained on another gene set: use data with these genes, or "
-            "predict on an H&E-only AnnData (adata[:, []]) to get a new AnnData with the model's genes."
-        )
-        raise KeyError(msg)
-
-
 def bin_size_um(adata: AnnData) -> float | None:
     """The Visium HD bin size of the slides (``uns["spatial"][lib]["metadata"]["bin_size_um"]``), if they have one.
 

@@ -15,7 +15,7 @@ from sepal_tl._logging import logger
 from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._settings import settings
 from sepal_tl._uns import record
-from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_choice, get_matrix, resolve_libraries
+from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_choice, resolve_libraries
 from sepal_tl.tl._backbones import EncoderSpec, decode_arg, encode_arg, load_backbone
 from sepal_tl.tl._embed import compute_embeddings, recorded_encoder
 from sepal_tl.tl._encoder import EMBEDDING_NORMS, LocalEncoder, column_stats
@@ -115,12 +115,22 @@ def model_embeddings(
 
 
 def write_local_outputs(
-    adata: AnnData, model: SepalModel, local: np.ndarray, raw: np.ndarray | None, key_added: str
+    adata: AnnData,
+    model: SepalModel,
+    local: np.ndarray,
+    raw: np.ndarray | None,
+    key_added: str,
+    *,
+    order: np.ndarray | None = None,
 ) -> None:
-    """Absolute local predictions to ``layers[f"{key_added}_local"]``; computed embeddings to ``obsm``."""
+    """Absolute local predictions to ``layers[f"{key_added}_local"]``; computed embeddings to ``obsm``.
+
+    ``local`` is in the model's gene order; ``order`` maps it to ``adata``'s columns when they differ.
+    """
     if raw is not None:
         adata.obsm[f"X_{key_added}"] = raw
-    adata.layers[f"{key_added}_local"] = local + model.offset
+    values = local + model.offset
+    adata.layers[f"{key_added}_local"] = values if order is None else values[:, order]
     adata.uns.setdefault("sepal", {}).setdefault("tl", {})["embedding_model"] = model.uid
 
 
@@ -137,13 +147,22 @@ def _frozen_backbone(
         logger.info("obsm[%r] has no reloadable encoder: the model will predict from embeddings only", embedding_key)
         return None, None
     spec = EncoderSpec.from_dict(recorded["encoder"])
-    module, spec_now = load_backbone(
-        None if spec.source == "folder" else spec.name,
-        pretrained=recorded["pretrained"],
-        model_kwargs={k: decode_arg(v) for k, v in recorded["model_kwargs"].items()},
-        strict=strict,
-        image_size=recorded["geometry"]["patch_size"],
-    )
+    try:
+        module, spec_now = load_backbone(
+            None if spec.source == "folder" else spec.name,
+            pretrained=recorded["pretrained"],
+            model_kwargs={k: decode_arg(v) for k, v in recorded["model_kwargs"].items()},
+            strict=strict,
+            image_size=recorded["geometry"]["patch_size"],
+        )
+    except OSError as err:  # moved file, no network and no cache: the head needs only the embeddings
+        logger.warning(
+            "the encoder that made obsm[%r] cannot be loaded again (%s); the model will predict from embeddings "
+            "only (pass embedding_key= to predict)",
+            embedding_key,
+            err,
+        )
+        return None, None
     if spec.sha256 and spec_now.sha256 and spec.sha256 != spec_now.sha256:
         msg = (
             f"obsm[{embedding_key!r}] was computed with weights of SHA-256 {spec.sha256[:12]}… but "
@@ -313,6 +332,9 @@ def fit_encoder(
                 "its own scale. Pass freeze=True, or leave embedding_norm unset."
             )
             raise ValueError(msg)
+    if isinstance(stain_jitter, bool) or not isinstance(stain_jitter, int | float) or not 0 <= stain_jitter < 1:
+        msg = f"stain_jitter={stain_jitter!r} must be a number in [0, 1) (0: off; 0.05 is the usual choice)."
+        raise ValueError(msg)
     if stain_jitter and freeze:
         msg = "stain_jitter augments training patches of a fine-tuned encoder; frozen embeddings see no augmentation."
         raise ValueError(msg)
@@ -327,7 +349,7 @@ def fit_encoder(
     splits = split_indices(adata, split_key)
     bin_size = bin_size_um(adata)
     values = dense_layer(adata, layer)
-    observed = np.asarray(get_matrix(adata, mask), dtype=np.float32) if loss == "masked_mse" else None
+    observed = dense_layer(adata, mask) if loss == "masked_mse" else None
     raw = checked_embeddings(adata, embedding_key) if embedding_key is not None else None
     libraries = library_codes(adata, library_key)
     lib_key = library_key or DEFAULT_LIBRARY_KEY
@@ -411,8 +433,9 @@ def fit_encoder(
             "embedding_key": embedding_key,
             "embedding_norm": norm,
             "head": "ridge" if freeze else "fine-tuned",
-            "pretrained": str(pretrained),
-            "model_kwargs": saved_kwargs,
+            "pretrained": str(recorded["pretrained"] if module is not None and recorded else pretrained),
+            "model_kwargs": recorded["model_kwargs"] if module is not None and recorded else saved_kwargs,
+            "tta": bool(recorded["tta"]) if recorded else False,
             "loss": loss,
             "stain_jitter": stain_jitter,
             "epochs": 0 if freeze else epochs,
@@ -434,7 +457,15 @@ def fit_encoder(
         history={"encoder": history},
     )
     if raw is None or not freeze:
-        raw = model_embeddings(adata, model, image=sources, device=device, num_workers=num_workers, library_key=lib_key)
+        raw = model_embeddings(
+            adata,
+            model,
+            image=sources,
+            batch_size=batch_size,
+            device=device,
+            num_workers=num_workers,
+            library_key=lib_key,
+        )
     _, local = model.heads_input(raw, libraries)
     write_local_outputs(adata, model, local, None if embedding_key is not None else raw, key_added)
     record(

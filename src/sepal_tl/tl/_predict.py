@@ -44,7 +44,7 @@ def _output(adata: AnnData, model: SepalModel, shared: list[str]) -> tuple[AnnDa
         var=pd.DataFrame(index=pd.Index(model.genes)),
     )
     target.obsm["spatial"] = np.asarray(adata.obsm["spatial"]).copy()
-    target.uns["spatial"] = adata.uns.get("spatial", {})
+    target.uns["spatial"] = {lib: dict(entry) for lib, entry in adata.uns.get("spatial", {}).items()}
     if shared:  # the measured values of the shared genes travel along, so the new AnnData can be evaluated
         columns = target.var_names.get_indexer(shared)
         for name in adata.layers:
@@ -71,7 +71,7 @@ def predict(
     device: str = "auto",
     num_workers: int = 0,
     library_key: str | None = DEFAULT_LIBRARY_KEY,
-    tta: bool = False,
+    tta: bool | None = None,
     copy: bool = False,
 ) -> AnnData | None:
     """Predict expression for every spot of ``adata`` from its H&E image (or precomputed embeddings).
@@ -103,7 +103,8 @@ def predict(
         ``obs`` column naming each spot's slide.
     tta
         Average the encoder's embeddings over the 8 symmetries of each patch (ST-Net's test-time augmentation;
-        8x slower; with a linear head this equals averaging the local predictions).
+        8x slower). ``None``: as the embeddings the model was trained on were made (see :func:`embed`).
+        Embeddings read from ``obsm`` are used as they are, so ``tta=True`` with them is an error.
     copy
         Return a copy instead of writing into ``adata`` (when ``adata`` has the model's genes).
     table_key
@@ -118,6 +119,9 @@ def predict(
     shared = _check_genes(adata, model)
     check_bin_size(adata, model.config.get("bin_size_um"))
     key = embedding_key or (model.embedding_key if model.embedding_key in adata.obsm else None)
+    if tta and key is not None:
+        msg = f"tta=True augments patches, but the embeddings come from obsm[{key!r}]; embed them with tta=True."
+        raise ValueError(msg)
     if key is None and model.encoder.backbone is not None:
         for lib in adata.uns.get("spatial", {}):
             PatchGeometry.window_side(model.geometry, adata, lib)
@@ -133,6 +137,8 @@ def predict(
                 "this kind of data, or refit it with spatial=False to predict with the local encoder alone."
             )
             raise ValueError(msg)
+    if tta is None:
+        tta = bool(model.config["encoder"].get("tta", False))
     raw = model_embeddings(
         adata,
         model,

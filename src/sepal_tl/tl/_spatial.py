@@ -17,7 +17,7 @@ from sepal_tl._settings import settings
 from sepal_tl._uns import record
 from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_array_coords, check_choice, resolve_libraries
 from sepal_tl.tl._gnn import SpatialHead
-from sepal_tl.tl._inputs import check_model_genes, dense_layer, split_indices
+from sepal_tl.tl._inputs import dense_layer, split_indices
 from sepal_tl.tl._local import model_embeddings, write_local_outputs
 from sepal_tl.tl._model import SepalModel
 from sepal_tl.tl._neighbourhoods import ALLOWED_HOPS, Neighbourhoods, collate_subgraphs, hop_neighbourhoods
@@ -80,12 +80,13 @@ def spatial_inputs(
     device: str | None,
     embedding_key: str | None = None,
     num_workers: int = 0,
-) -> SpatialInputs:
-    """What the spatial stage reads for ``adata``.
+    batch_size: int = 64,
+) -> tuple[SpatialInputs, np.ndarray | None]:
+    """What the spatial stage reads for ``adata``, and the embeddings computed here (``None`` if none were).
 
     The model's (standardised) embeddings and local predictions — from ``obsm[embedding_key]``, reused when
-    ``adata`` already holds this model's, else computed and stored — and the m-hop neighbourhoods of the slides'
-    lattice graphs.
+    ``adata`` already holds this model's, else computed — and the m-hop neighbourhoods of the slides' lattice
+    graphs. Nothing is written to ``adata``.
     """
     emb_key = f"X_{key_added}"
     fresh = (
@@ -93,21 +94,22 @@ def spatial_inputs(
         and adata.uns.get("sepal", {}).get("tl", {}).get("embedding_model") == model.uid
         and emb_key in adata.obsm
     )
+    libraries = resolve_libraries(adata, library_key)
+    coords = check_array_coords(adata)  # cheap checks first: nothing is computed for data that cannot be used
+    adjacency, lattice = lattice_graph(adata, libraries, geometry=geometry)
     raw = model_embeddings(
         adata,
         model,
         embedding_key=emb_key if fresh else embedding_key,
         image=image,
+        batch_size=batch_size,
         device=device,
         num_workers=num_workers,
         library_key=library_key,
     )
-    libraries = resolve_libraries(adata, library_key)
     features, local = model.heads_input(raw, libraries.astype(str).to_numpy())
-    if not fresh and embedding_key is None:
-        write_local_outputs(adata, model, local, raw, key_added)
-    adjacency, lattice = lattice_graph(adata, libraries, geometry=geometry)
-    return SpatialInputs(features, local, hop_neighbourhoods(adjacency, n_hops), check_array_coords(adata), lattice)
+    inputs = SpatialInputs(features, local, hop_neighbourhoods(adjacency, n_hops), coords, lattice)
+    return inputs, (raw if not fresh and embedding_key is None else None)
 
 
 def check_spatial_options(
@@ -270,13 +272,19 @@ def fit_spatial(
         patience=patience,
         geometry=geometry,
     )
-    check_model_genes(adata, model.genes)
+    if adata.n_vars != model.n_genes or set(adata.var_names) != set(model.genes):
+        msg = (
+            f"fit_spatial writes predictions for the model's {model.n_genes} genes into adata, which has "
+            f"{adata.n_vars} genes{'' if set(model.genes) <= set(adata.var_names) else ', not all of them the model’s'}. "
+            "Pass adata[:, model.genes].copy()."
+        )
+        raise ValueError(msg)
     splits = split_indices(adata, split_key)
     targets = torch.as_tensor(dense_layer(adata, model.config["layer"], genes=model.genes) - model.offset)
     seed = settings.seed if random_state is None else random_state
     L.seed_everything(seed, workers=True, verbose=False)
     head = SpatialHead(model.encoder.embedding_dim, model.n_genes, **architecture)  # validates the options
-    inputs = spatial_inputs(
+    inputs, computed = spatial_inputs(
         adata,
         model,
         n_hops=n_hops,
@@ -286,6 +294,7 @@ def fit_spatial(
         geometry=geometry,
         device=device,
         embedding_key=embedding_key or model.embedding_key,
+        batch_size=batch_size,
     )
 
     def loader(name: str, shuffle: bool):
@@ -325,7 +334,10 @@ def fit_spatial(
     }
     model.history["spatial"] = history
     final = inputs.predict(model.spatial, batch_size=batch_size, device=device)
-    adata.layers[key_added] = final + model.offset
+    order = np.argsort(adata.var_names.get_indexer(model.genes))  # model gene order → adata's column order
+    if computed is not None:
+        write_local_outputs(adata, model, inputs.local.numpy(), computed, key_added, order=order)
+    adata.layers[key_added] = (final + model.offset)[:, order]
     record(adata, "tl", "fit_spatial", {**architecture, **training, "uid": model.uid})
     logger.info("added %r to adata.layers", key_added)
     return model
