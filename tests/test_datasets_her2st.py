@@ -5,6 +5,7 @@ import gzip
 import hashlib
 import re
 import shutil
+import socket
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -258,3 +259,15 @@ def test_corrupted_download_is_rejected(serve, datasetdir, tmp_path):
         sepal.datasets.her2st("A1", base_url=server.url)
     assert server.requests  # the file was fetched, then refused
     assert not (datasetdir / "her2st" / "ST-cnts" / "A1.tsv.gz").exists()
+
+
+def test_no_network_and_a_damaged_cache_give_a_clear_error(datasetdir, monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    damaged = datasetdir / "her2st" / "ST-cnts" / "A1.tsv.gz"
+    damaged.parent.mkdir(parents=True)
+    damaged.write_bytes(b"half a file")
+    with socket.socket() as sock:  # a port nobody listens on: the connection is refused at once
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(OSError, match=r"cannot download ST-cnts/A1.tsv.gz .*damaged.*path="):
+        sepal.datasets.her2st("A1", base_url=f"http://127.0.0.1:{port}/")

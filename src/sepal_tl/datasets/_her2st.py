@@ -85,7 +85,22 @@ def _download(files: list[str], registry: dict[str, str], base_url: str | None) 
     cache = Path(settings.datasetdir) / "her2st"
     fetcher = pooch.create(path=cache, base_url=url, registry={name: registry[name] for name in files})
     for name in files:
-        fetcher.fetch(name, progressbar=False)
+        try:
+            fetcher.fetch(name, progressbar=False)
+        except ValueError as err:  # pooch: the downloaded file does not match the registry's SHA-256
+            msg = (
+                f"her2st: {name} from {url} does not match its published SHA-256, so it was refused ({err}). The "
+                "mirror serves another file: use the default source, or pass path= to a verified local copy."
+            )
+            raise ValueError(msg) from err
+        except OSError as err:  # no network (requests' errors are OSErrors), refused connection, unwritable cache
+            cached = " (the cached copy is damaged and was not used)" if (cache / name).exists() else ""
+            msg = (
+                f"her2st: cannot download {name} from {url} ({type(err).__name__}) and no valid copy is cached in "
+                f"{cache}{cached}. Connect to the internet, set {URL_ENV} to a reachable mirror, or pass path= to a "
+                "local copy of the data folder."
+            )
+            raise OSError(msg) from err
     logger.info("her2st: %d files available in %s (source %s)", len(files), cache, url)
     return cache, url
 
