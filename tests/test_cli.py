@@ -90,7 +90,21 @@ def test_run_and_predict_end_to_end(tmp_path, capsys):
     image = np.full((600, 600, 3), 245, dtype=np.uint8)
     image[(yy - 300) ** 2 + (xx - 300) ** 2 < 250**2] = (200, 120, 170)
     Image.fromarray(image).save(tmp_path / "he.png")
-    code = main(["predict", str(out / "model"), str(tmp_path / "he.png"), "--spot-diameter", "30", "--out", str(tmp_path / "pred"), "--genes", "1", "--device", "cpu"])
+    code = main(
+        [
+            "predict",
+            str(out / "model"),
+            str(tmp_path / "he.png"),
+            "--spot-diameter",
+            "30",
+            "--out",
+            str(tmp_path / "pred"),
+            "--genes",
+            "1",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     predicted = read_h5ad(tmp_path / "pred" / "predicted.h5ad")
     assert list(predicted.var_names) == model.genes and predicted.n_obs > 20
@@ -100,7 +114,22 @@ def test_run_and_predict_end_to_end(tmp_path, capsys):
     # the spots of a .h5ad and of a SpatialData .zarr (no --spot-diameter: their spots carry their sizes)
     sepal.io.to_spatialdata(adata).write(tmp_path / "processed.zarr")
     for name, source in (("h5ad", out / "processed.h5ad"), ("zarr", tmp_path / "processed.zarr")):
-        assert main(["predict", str(out / "model"), str(source), "--out", str(tmp_path / name), "--genes", "1", "--device", "cpu"]) == 0
+        assert (
+            main(
+                [
+                    "predict",
+                    str(out / "model"),
+                    str(source),
+                    "--out",
+                    str(tmp_path / name),
+                    "--genes",
+                    "1",
+                    "--device",
+                    "cpu",
+                ]
+            )
+            == 0
+        )
         predicted = read_h5ad(tmp_path / name / "predicted.h5ad")
         assert list(predicted.var_names) == model.genes and predicted.n_obs == adata.n_obs
         assert np.isfinite(predicted.layers["sepal"]).all()
