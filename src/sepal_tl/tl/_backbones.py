@@ -285,6 +285,16 @@ def _create(timm, name: str, *, pretrained: bool, image_size: int | None, defaul
     return timm.create_model(name, pretrained=pretrained, **args)
 
 
+def _build_and_load(
+    timm, architecture: str, weights: Path, *, values: dict, kwargs: dict, strict: bool, image_size: int | None
+) -> nn.Module:
+    """The architecture with random weights, then a local weights file loaded over it (offline)."""
+    default = values.get("input_size", 224)
+    model = _create(timm, architecture, pretrained=False, image_size=image_size, default_size=default, kwargs=kwargs)
+    load_weights(model, read_state_dict(weights), strict=strict, origin=repr(str(weights)))
+    return model
+
+
 def _spec_values(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     cfg = cfg or {}
     out = {}
@@ -338,15 +348,9 @@ def load_backbone(
         _check_timm_name(timm, backbone)
         cfg = timm.models.get_pretrained_cfg(backbone)
         values = _spec_values(vars(cfg) if cfg is not None else None)
-        model = _create(
-            timm,
-            backbone,
-            pretrained=False,
-            image_size=image_size,
-            default_size=values.get("input_size", 224),
-            kwargs=kwargs,
+        model = _build_and_load(
+            timm, backbone, path, values=values, kwargs=kwargs, strict=strict, image_size=image_size
         )
-        load_weights(model, read_state_dict(path), strict=strict, origin=repr(str(path)))
         logger.info(
             "%s: input size and normalisation are timm's defaults for %r (mean %s); pass mean=/std= (or use a "
             "hub-style folder with its config.json) if the weights were trained otherwise",
@@ -454,15 +458,9 @@ def _from_folder(timm, backbone: str, folder: Path, *, kwargs: dict, strict: boo
     _check_timm_name(timm, architecture)
     values = _spec_values(config.get("pretrained_cfg"))
     args = {**config.get("model_args", {}), **kwargs}
-    model = _create(
-        timm,
-        architecture,
-        pretrained=False,
-        image_size=image_size,
-        default_size=values.get("input_size", 224),
-        kwargs=args,
+    model = _build_and_load(
+        timm, architecture, weights, values=values, kwargs=args, strict=strict, image_size=image_size
     )
-    load_weights(model, read_state_dict(weights), strict=strict, origin=repr(str(weights)))
     spec = EncoderSpec(
         architecture, architecture, _model_args(model, args), "folder", folder.name, sha256_of(weights), **values
     )
