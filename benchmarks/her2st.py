@@ -240,6 +240,23 @@ def run_fold_seed(adata, images, cfg: dict, seed: int, idx: dict[str, np.ndarray
     return preds, seconds, extra
 
 
+def result_rows(fold, seed, model, split, idx, truth, pred, observed, seconds) -> list[dict]:
+    """One result row per test set (held-out C section, B4) of one model's absolute predictions."""
+    return [
+        {
+            "fold": fold,
+            "seed": seed,
+            "model": model,
+            "test_set": test_set,
+            "section": split["test"] if test_set == "test" else EXTRA,
+            "n_genes": int(truth.shape[1]),
+            "seconds": seconds,
+            "metrics": score(truth[idx[test_set]], np.asarray(pred)[idx[test_set]], observed[idx[test_set]]),
+        }
+        for test_set in ("test", "B4")
+    ]
+
+
 def mean_sd(values) -> dict[str, float]:
     """Mean and sample sd over the finite values (NaN when there are none / fewer than two)."""
     vals = np.asarray(values, dtype=float)
@@ -406,21 +423,9 @@ def main() -> None:
                 t0 = time.perf_counter()
                 preds, seconds, extra = run_fold_seed(adata, images, cfg, seed, idx)
                 for model in MODELS:
-                    for test_set in ("test", "B4"):
-                        rows = idx[test_set]
-                        metrics = score(truth[rows], np.asarray(preds[model])[rows], observed[rows])
-                        record["rows"].append(
-                            {
-                                "fold": fold,
-                                "seed": seed,
-                                "model": model,
-                                "test_set": test_set,
-                                "section": split["test"] if test_set == "test" else EXTRA,
-                                "n_genes": int(adata.n_vars),
-                                "seconds": seconds[model],
-                                "metrics": metrics,
-                            }
-                        )
+                    record["rows"] += result_rows(
+                        fold, seed, model, split, idx, truth, preds[model], observed, seconds[model]
+                    )
                 record["folds"][str(fold)].setdefault("extra", {})[str(seed)] = extra
                 elapsed = time.perf_counter() - start
                 print(

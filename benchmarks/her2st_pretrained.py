@@ -45,7 +45,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from her2st import C_SECTIONS, EXTRA, METRICS, fold_sections, machine_info, markdown, score, summarise, versions
+from her2st import (
+    C_SECTIONS,
+    EXTRA,
+    METRICS,
+    fold_sections,
+    machine_info,
+    markdown,
+    result_rows,
+    score,
+    summarise,
+    versions,
+)
 
 import sepal_tl as sepal
 
@@ -324,20 +335,9 @@ def main() -> None:
             truth = np.asarray(adata.layers["denoised"], dtype=np.float32)
             observed = np.asarray(adata.layers["observed"], dtype=bool)
             for (seed, model), pred in preds.items():
-                for test_set in ("test", "B4"):
-                    rows = idx[test_set]
-                    record["rows"].append(
-                        {
-                            "fold": fold,
-                            "seed": seed,
-                            "model": model,
-                            "test_set": test_set,
-                            "section": split["test"] if test_set == "test" else EXTRA,
-                            "n_genes": int(adata.n_vars),
-                            "seconds": seconds.get(model, 0.0),
-                            "metrics": score(truth[rows], np.asarray(pred)[rows], observed[rows]),
-                        }
-                    )
+                record["rows"] += result_rows(
+                    fold, seed, model, split, idx, truth, pred, observed, seconds.get(model, 0.0)
+                )
             record["folds"][str(fold)] = {**split, "n_genes": int(adata.n_vars), "extra": extra, "seconds": seconds}
             print(
                 f"fold {fold} ({split['test']}): {time.perf_counter() - t0:.0f} s, total {(time.perf_counter() - start) / 60:.1f} min",

@@ -17,15 +17,7 @@ from pathlib import Path
 from scipy.stats import spearmanr
 
 import sepal_tl as sepal
-
-_FILTERS = (
-    "min_counts_spot",
-    "max_counts_spot",
-    "min_counts_gene",
-    "max_counts_gene",
-    "min_frac_slide",
-    "min_frac_global",
-)
+from sepal_tl.pp._run import _FILTER_KEYS as _FILTERS  # the count filters of a pp preset
 
 
 def main(data_dir: Path) -> None:
