@@ -7,7 +7,7 @@ from sepal_tl.pp._denoise import distinct_squared_radii, median_filter_slide
 
 
 def _reference_loop(x, coords, n_radii=7):
-    """Straightforward per-entry implementation of the spec (section 4.1), for comparison."""
+    """Straightforward per-entry implementation of docs/method.md, "4. Adaptive median filter", for comparison."""
     d2 = ((coords[:, None] - coords[None]) ** 2).sum(-1)
     radii = np.unique(d2[d2 > 0])[:n_radii]
     out = x.copy()

@@ -151,7 +151,7 @@ def test_all_undefined_average_is_nan_without_runtime_warning():
 
 
 def test_patch_metrics_depend_on_scale_gene_metrics_do_not():
-    # Reference spec section 7: adding the train mean (a per-gene vector) to truth and prediction, i.e. going from
+    # docs/method.md, "Metrics": adding the train mean (a per-gene vector) to truth and prediction, i.e. going from
     # deltas to absolute values, changes PCC-Patch and R2-Patch but not the per-gene metrics, MSE or MAE.
     rng = np.random.default_rng(1)
     y_delta = rng.normal(size=(25, 6))

@@ -190,7 +190,7 @@ def _resolve(flat: np.ndarray, out: np.ndarray, pos: np.ndarray, spots: np.ndarr
 
 
 def median_filter_slide(x: np.ndarray, coords: np.ndarray, n_radii: int = 7) -> tuple[np.ndarray, int, np.ndarray]:
-    """Adaptive median filter of one slide (SEPAL, spec section 4.1).
+    """Adaptive median filter of one slide (SEPAL; docs/method.md, "4. Adaptive median filter").
 
     Each zero ``x[i, g]`` becomes the median of gene ``g`` over the first window ``W_k(i)`` (all spots within
     the k-th smallest distinct radius of spot ``i``, the spot itself and zeros included) whose median is

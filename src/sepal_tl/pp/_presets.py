@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-# The paper's configs (spec section 2 table). ``combat_key=None`` skips ComBat.
+# The paper's configs (docs/method.md, "The benchmark pipeline" table). ``combat_key=None`` skips ComBat.
 PRESETS = MappingProxyType(
     {
         # 10x Visium, the paper's V1_Breast_Cancer_Block_A setting; the final model uses no ComBat.

@@ -92,11 +92,11 @@ def _mlp(widths: Sequence[int]) -> list[nn.Module]:
 class SpatialHead(nn.Module):
     """Graph network from a spot's neighbourhood to a per-gene correction of its local prediction.
 
-    Layout (spec section 9): node features (embedding joined with the positional encoding, see
-    :func:`node_features`) → optional pre-MLP (Linear + ELU per layer) → graph layers, each followed by ELU →
-    pooling to one vector per graph → post-MLP (Linear + ELU per hidden layer) → a final Linear to ``n_genes``
-    with **no** activation. The reference ended in ELU, which bounds the correction at ≥ −1; here the
-    correction is unbounded.
+    Layout (docs/method.md, "The model", Spatial stage): node features (embedding joined with the positional encoding,
+    see :func:`node_features`) → optional pre-MLP (Linear + ELU per layer) → graph layers, each followed by ELU →
+    pooling to one vector per graph → post-MLP (Linear + ELU per hidden layer) → a final Linear to ``n_genes`` with
+    **no** activation. The reference ended in ELU, which bounds the correction at ≥ −1; here the correction is
+    unbounded.
 
     Parameters
     ----------

@@ -1,6 +1,6 @@
 """SEPAL's evaluation metrics on masked spots × genes matrices (pure numpy).
 
-The six metrics follow SEPAL's ``metrics.get_metrics`` (reference spec, section 11): MSE and MAE over the observed
+The six metrics follow SEPAL's ``metrics.get_metrics`` (docs/method.md, "Metrics"): MSE and MAE over the observed
 entries, Pearson's r and R² per gene (``-Gene``) and per spot (``-Patch``) over the observed entries of that gene or
 spot, averaged. Unlike SEPAL, an undefined per-gene or per-spot score does not turn the average into NaN (or
 ``None``): it is left out of the average, counted, and reported in one warning.
@@ -191,7 +191,7 @@ def compute_metrics(truth: ArrayLike, pred: ArrayLike, mask: ArrayLike | None = 
     per call says how many genes and spots were left out of which average, and why.
 
     The patch metrics change when a per-gene vector is added to both truth and prediction (e.g. deltas vs
-    absolute values, reference spec section 7); the gene metrics, MSE and MAE do not. SEPAL evaluates absolute
+    absolute values, docs/method.md, "Metrics"); the gene metrics, MSE and MAE do not. SEPAL evaluates absolute
     log2(TPM + 1) values.
 
     Parameters

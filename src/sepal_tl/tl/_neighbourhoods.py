@@ -159,9 +159,10 @@ def hop_adjacency(adjacency: sparse.spmatrix | sparse.sparray, n_hops: int) -> s
 def hop_neighbourhoods(adjacency: sparse.spmatrix | sparse.sparray, n_hops: int) -> Neighbourhoods:
     """Every spot's m-hop neighbourhood, centre first, then the others in increasing index order.
 
-    Matches the node sets of the reference (spec section 8): ``[i] + sorted(nonzero(A_m[i]))`` with
-    ``A_m = bin(A + ... + A^m)`` minus the diagonal. Spots of different slides are never neighbours when the
-    adjacency has no cross-slide edges (as :func:`sepal_tl._graph.lattice_graph` guarantees).
+    Matches the node sets of the reference (docs/differences.md, "The neighbourhoods come from the exact lattice
+    graph"): ``[i] + sorted(nonzero(A_m[i]))`` with ``A_m = bin(A + ... + A^m)`` minus the diagonal. Spots of different
+    slides are never neighbours when the adjacency has no cross-slide edges (as :func:`sepal_tl._graph.lattice_graph`
+    guarantees).
 
     Parameters
     ----------
@@ -195,8 +196,8 @@ def collate_subgraphs(
 ) -> SubgraphBatch:
     """Batch the neighbourhood subgraphs of ``centres`` by index, without touching any node features.
 
-    Each graph is the subgraph of ``adjacency_m`` induced by the centre's node list (spec section 8): any two
-    of its nodes that are adjacent in ``adjacency_m`` are connected, not only the edges of a
+    Each graph is the subgraph of ``adjacency_m`` induced by the centre's node list (docs/method.md, "The model",
+    Neighbourhoods): any two of its nodes that are adjacent in ``adjacency_m`` are connected, not only the edges of a
     breadth-first tree. All graphs are built at once with vectorised numpy (no loop over graphs).
 
     Parameters

@@ -5,7 +5,8 @@ diameter (``uns["spatial"][lib]["scalefactors"]["spot_diameter_fullres"]``) time
 :attr:`PatchGeometry.patch_scale`, resized to :attr:`PatchGeometry.patch_size` pixels and normalised for the
 network (:func:`preprocess_patches`).
 
-Differences from the reference implementation (spec sections 1.3, 8, 14 item 4 and 16):
+Differences from the reference implementation (docs/differences.md, "One patch transform for training and inference" to
+"Augmentations are drawn per patch"):
 
 - **One transform everywhere.** Training, embedding and prediction all use :func:`preprocess_patches`
   (antialiased bilinear resize, scaling to [0, 1], ImageNet normalisation). The reference trained on

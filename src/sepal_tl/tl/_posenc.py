@@ -17,10 +17,10 @@ def relative_position_encoding(offsets: torch.Tensor, dim: int) -> torch.Tensor:
     maps to 0 on every sine channel and 1 on every cosine channel, and distinct integer offsets get distinct
     encodings (the ``w_0 = 1`` pair alone tells integers apart).
 
-    The encoding is fixed: it depends only on the offset and ``dim``. The reference implementation
-    (spec section 8, item 10 of section 14) encoded ``offset + M`` with M the largest offset over the whole
-    dataset, so the same neighbour got a different encoding on another dataset or with another number of
-    hops; encoding the signed offset directly removes that dependence.
+    The encoding is fixed: it depends only on the offset and ``dim``. The reference implementation (docs/differences.md,
+    "Dataset-independent positional encoding") encoded ``offset + M`` with M the largest offset over the whole dataset,
+    so the same neighbour got a different encoding on another dataset or with another number of hops; encoding the
+    signed offset directly removes that dependence.
 
     Parameters
     ----------

@@ -5,12 +5,11 @@ from __future__ import annotations
 from types import MappingProxyType
 
 #: ``{preset: {"encoder": fit_encoder options, "spatial": fit_spatial options}}``.
-#: ``paper_visium`` / ``paper_stnet`` are the paper's Table 1 settings (spec sections 9-10): the Visium model
-#: (GCNConv, concatenated encoding, 1536 -> 512 pre-MLP, 512 -> 256 -> 128 graph layers, then genes) and the
-#: STNet model (GraphConv, summed encoding, 768 -> 256, then genes); our heads always end in a linear layer to
-#: the genes without activation. ``paper_stnet`` keeps the configured encoder learning rate of 0.01, which looks
-#: high for fine-tuning a ViT. ``cpu`` trains the synthetic data in minutes on 2 cores: a tiny ViT from scratch on
-#: 64-px patches.
+#: ``paper_visium`` / ``paper_stnet`` are the paper's Table 1 settings (docs/reproduce.md, "Hyper-parameters"): the
+#: Visium model (GCNConv, concatenated encoding, 1536 -> 512 pre-MLP, 512 -> 256 -> 128 graph layers, then genes) and
+#: the STNet model (GraphConv, summed encoding, 768 -> 256, then genes); our heads always end in a linear layer to the
+#: genes without activation. ``paper_stnet`` keeps the configured encoder learning rate of 0.01, which looks high for
+#: fine-tuning a ViT. ``cpu`` trains the synthetic data in minutes on 2 cores: a tiny ViT from scratch on 64-px patches.
 PRESETS = MappingProxyType(
     {
         "paper_visium": {
