@@ -46,6 +46,142 @@ def _storable(key: str) -> str:
     return str(key).replace("/", "_")
 
 
+def _checked_layers(adata: AnnData, truth: str, pred: str, mask: str) -> tuple:
+    """The truth, prediction and mask layers, checked for presence, equal shapes and a boolean mask."""
+    truth_m = _layer(adata, truth, "truth", _TRUTH_HINT)
+    pred_m = _layer(adata, pred, "pred", _PRED_HINT)
+    mask_m = _layer(adata, mask, "mask", _MASK_HINT)
+    shapes = {truth: truth_m.shape, pred: pred_m.shape, mask: mask_m.shape}
+    if len(set(shapes.values())) > 1:
+        msg = f"The layers differ in shape: {shapes}."
+        raise ValueError(msg)
+    if mask_m.dtype != bool:
+        msg = (
+            f"mask layer {mask!r} must be boolean (True = observed), got dtype {mask_m.dtype}. "
+            "sepal.pp.denoise stores one as layers['observed']."
+        )
+        raise ValueError(msg)
+    return truth_m, pred_m, mask_m
+
+
+def _split_rows(
+    adata: AnnData, split: str | None, split_key: str, baseline: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Indices of the spots to score and, with ``baseline``, of the train spots."""
+    labels: np.ndarray | None = None
+    if split is not None or baseline:
+        if split_key not in adata.obs:
+            msg = (
+                f"split_key={split_key!r} is not a column of adata.obs (columns: {list(adata.obs.columns)}). "
+                "Add each spot's split ('train', 'val', 'test') there"
+                + (", or pass split=None and baseline=False to score all spots." if baseline else ".")
+            )
+            raise KeyError(msg)
+        labels = adata.obs[split_key].astype(str).to_numpy()
+    if split is None:
+        selected = np.arange(adata.n_obs)
+    else:
+        selected = np.flatnonzero(labels == str(split))
+        if selected.size == 0:
+            msg = f"No spot has obs[{split_key!r}] == {split!r} (values: {sorted(set(labels))})."
+            raise ValueError(msg)
+    if not baseline:
+        return selected, None
+    train = np.flatnonzero(labels == "train")
+    if train.size == 0:
+        msg = (
+            f"No spot has obs[{split_key!r}] == 'train', so the train-mean baseline cannot be computed "
+            f"(values: {sorted(set(labels))}). Pass baseline=False."
+        )
+        raise ValueError(msg)
+    return selected, train
+
+
+def _predicted_genes(adata: AnnData, p_all: np.ndarray, pred: str) -> np.ndarray:
+    """Indices of the genes with a finite prediction; a gene that is NaN on only some spots is an error."""
+    finite = np.isfinite(p_all)
+    not_predicted = np.isnan(p_all).all(axis=0)  # the NaN columns tl.predict writes for genes outside the model
+    partial = ~finite.all(axis=0) & ~not_predicted
+    if partial.any():
+        names = list(adata.var_names[partial][:5])
+        msg = (
+            f"layers[{pred!r}] has {int((~finite[:, partial]).sum())} NaN or infinite predictions in "
+            f"{int(partial.sum())} gene(s) on the selected spots (e.g. {names}), so their scores would be wrong. "
+            "Fix or refit the model; a gene the model does not predict must be NaN on every spot."
+        )
+        raise ValueError(msg)
+    if not_predicted.all():
+        msg = (
+            f"layers[{pred!r}] has no gene whose prediction is finite on the {p_all.shape[0]} selected spots (all "
+            "NaN); nothing to evaluate."
+        )
+        raise ValueError(msg)
+    return np.flatnonzero(~not_predicted)
+
+
+def _train_mean(truth_m, train: np.ndarray, gene_idx: np.ndarray, truth: str) -> np.ndarray:
+    """The baseline's prediction: the mean truth of every gene over the train spots."""
+    train_truth = _rows(truth_m, train)[:, gene_idx].astype(np.float64)
+    if not np.isfinite(train_truth).all():
+        msg = f"layers[{truth!r}] has NaN or infinite values on the train spots; the baseline needs them."
+        raise ValueError(msg)
+    return train_truth.mean(axis=0)
+
+
+def _slide_groups(libraries: pd.Series | None, n_selected: int) -> list[tuple[str, np.ndarray]]:
+    """``(row-name suffix, rows)``: all selected spots, then (with ``libraries``) each slide's."""
+    groups: list[tuple[str, np.ndarray]] = [("", np.arange(n_selected))]
+    for lib in [] if libraries is None else libraries.cat.categories:
+        rows = np.flatnonzero((libraries == lib).to_numpy())
+        if rows.size:
+            groups.append((f" [{lib}]", rows))
+    return groups
+
+
+def _score_table(
+    y_all: np.ndarray,
+    m_all: np.ndarray,
+    models: list[tuple[str, np.ndarray]],
+    groups: list[tuple[str, np.ndarray]],
+    gene_counts: dict[str, int],
+) -> tuple[dict[str, dict[str, float]], list[str], AxisScores]:
+    """Score every model on every group of spots: the table rows, the skip report and the first row's genes."""
+    table: dict[str, dict[str, float]] = {}
+    warn_lines: list[str] = []
+    pooled_genes: AxisScores | None = None
+    for suffix, rows in groups:
+        for name, p in models:
+            label = f"{name}{suffix}"
+            y, p_, m = prepare(y_all[rows], p[rows], m_all[rows])
+            result, gene_scores, spot_scores = summarize(y, p_, m)
+            table[label] = {
+                **{k: result[k] for k in METRICS},
+                "n_spots": rows.size,
+                **gene_counts,
+                **{k: result[k] for k in COUNTS},
+            }
+            warn_lines += [
+                f"{label!r}: {line}"
+                for line in skip_report(gene_scores, spot_scores, ignore_constant_gene_pred=name == BASELINE)
+            ]
+            if label == models[0][0]:
+                pooled_genes = gene_scores
+    return table, warn_lines, pooled_genes
+
+
+def _store(
+    adata: AnnData, table: dict, genes: AxisScores, gene_idx: np.ndarray, *, pred: str, split_name: str, key_added: str
+) -> None:
+    """Write the pooled per-gene PCC and R² to ``var`` and the table to ``uns["sepal"][key_added]``."""
+    for metric, values in (("pcc", genes.pcc), ("r2", genes.r2)):
+        column = np.full(adata.n_vars, np.nan)
+        column[gene_idx] = values
+        adata.var[f"{pred}_{metric}_{split_name}"] = column
+    stored = {_storable(row): {col: float(value) for col, value in values.items()} for row, values in table.items()}
+    store = adata.uns.setdefault("sepal", {}).setdefault(key_added, {}).setdefault(_storable(pred), {})
+    store[_storable(split_name)] = stored
+
+
 @spatialdata_aware()
 def evaluate(
     adata: AnnData,
@@ -126,107 +262,21 @@ def evaluate(
     if pred == BASELINE:
         msg = f"pred={BASELINE!r} clashes with the baseline row's name; rename the prediction layer."
         raise ValueError(msg)
-    truth_m = _layer(adata, truth, "truth", _TRUTH_HINT)
-    pred_m = _layer(adata, pred, "pred", _PRED_HINT)
-    mask_m = _layer(adata, mask, "mask", _MASK_HINT)
-    shapes = {truth: truth_m.shape, pred: pred_m.shape, mask: mask_m.shape}
-    if len(set(shapes.values())) > 1:
-        msg = f"The layers differ in shape: {shapes}."
-        raise ValueError(msg)
-    if mask_m.dtype != bool:
-        msg = (
-            f"mask layer {mask!r} must be boolean (True = observed), got dtype {mask_m.dtype}. "
-            "sepal.pp.denoise stores one as layers['observed']."
-        )
-        raise ValueError(msg)
-
-    labels: np.ndarray | None = None
-    if split is not None or baseline:
-        if split_key not in adata.obs:
-            msg = (
-                f"split_key={split_key!r} is not a column of adata.obs (columns: {list(adata.obs.columns)}). "
-                "Add each spot's split ('train', 'val', 'test') there"
-                + (", or pass split=None and baseline=False to score all spots." if baseline else ".")
-            )
-            raise KeyError(msg)
-        labels = adata.obs[split_key].astype(str).to_numpy()
-    if split is None:
-        selected = np.arange(adata.n_obs)
-    else:
-        selected = np.flatnonzero(labels == str(split))
-        if selected.size == 0:
-            msg = f"No spot has obs[{split_key!r}] == {split!r} (values: {sorted(set(labels))})."
-            raise ValueError(msg)
-    if baseline:
-        train = np.flatnonzero(labels == "train")
-        if train.size == 0:
-            msg = (
-                f"No spot has obs[{split_key!r}] == 'train', so the train-mean baseline cannot be computed "
-                f"(values: {sorted(set(labels))}). Pass baseline=False."
-            )
-            raise ValueError(msg)
+    truth_m, pred_m, mask_m = _checked_layers(adata, truth, pred, mask)
+    selected, train = _split_rows(adata, split, split_key, baseline)
     libraries = resolve_libraries(adata, library_key).iloc[selected] if per_slide else None
-
     p_all = _rows(pred_m, selected)
-    finite = np.isfinite(p_all)
-    not_predicted = np.isnan(p_all).all(axis=0)  # the NaN columns tl.predict writes for genes outside the model
-    partial = ~finite.all(axis=0) & ~not_predicted
-    if partial.any():
-        names = list(adata.var_names[partial][:5])
-        msg = (
-            f"layers[{pred!r}] has {int((~finite[:, partial]).sum())} NaN or infinite predictions in "
-            f"{int(partial.sum())} gene(s) on the selected spots (e.g. {names}), so their scores would be wrong. "
-            "Fix or refit the model; a gene the model does not predict must be NaN on every spot."
-        )
-        raise ValueError(msg)
-    if not_predicted.all():
-        msg = (
-            f"layers[{pred!r}] has no gene whose prediction is finite on the {selected.size} selected spots (all "
-            "NaN); nothing to evaluate."
-        )
-        raise ValueError(msg)
-    gene_idx = np.flatnonzero(~not_predicted)
+    gene_idx = _predicted_genes(adata, p_all, pred)
     y_all = _rows(truth_m, selected)[:, gene_idx]
     m_all = _rows(mask_m, selected)[:, gene_idx]
-    p_all = p_all[:, gene_idx]
+    models = [(pred, p_all[:, gene_idx])]
     if baseline:
-        train_truth = _rows(truth_m, train)[:, gene_idx].astype(np.float64)
-        if not np.isfinite(train_truth).all():
-            msg = f"layers[{truth!r}] has NaN or infinite values on the train spots; the baseline needs them."
-            raise ValueError(msg)
-        train_mean = train_truth.mean(axis=0)
+        models.append((BASELINE, np.broadcast_to(_train_mean(truth_m, train, gene_idx, truth), y_all.shape)))
 
     # Every row is computed before anything is written, so that a failure leaves adata as it was.
-    models = [(pred, p_all)]
-    if baseline:
-        models.append((BASELINE, np.broadcast_to(train_mean, y_all.shape)))
-    groups: list[tuple[str, np.ndarray]] = [("", np.arange(selected.size))]
-    if per_slide:
-        for lib in libraries.cat.categories:
-            rows = np.flatnonzero((libraries == lib).to_numpy())
-            if rows.size:
-                groups.append((f" [{lib}]", rows))
-    table: dict[str, dict[str, float]] = {}
-    warn_lines: list[str] = []
-    pooled_genes: AxisScores | None = None
-    for suffix, rows in groups:
-        for name, p in models:
-            label = f"{name}{suffix}"
-            y, p_, m = prepare(y_all[rows], p[rows], m_all[rows])
-            result, gene_scores, spot_scores = summarize(y, p_, m)
-            table[label] = {
-                **{k: result[k] for k in METRICS},
-                "n_spots": rows.size,
-                "n_genes": gene_idx.size,
-                "n_genes_not_predicted": adata.n_vars - gene_idx.size,
-                **{k: result[k] for k in COUNTS},
-            }
-            warn_lines += [
-                f"{label!r}: {line}"
-                for line in skip_report(gene_scores, spot_scores, ignore_constant_gene_pred=name == BASELINE)
-            ]
-            if label == pred:
-                pooled_genes = gene_scores
+    gene_counts = {"n_genes": gene_idx.size, "n_genes_not_predicted": adata.n_vars - gene_idx.size}
+    groups = _slide_groups(libraries, selected.size)
+    table, warn_lines, pooled_genes = _score_table(y_all, m_all, models, groups, gene_counts)
     frame = pd.DataFrame.from_dict(table, orient="index")
     for col in ("n_spots", "n_genes", "n_genes_not_predicted", *COUNTS):
         frame[col] = frame[col].astype(np.int64)
@@ -238,32 +288,10 @@ def evaluate(
         )
 
     split_name = "all" if split is None else str(split)
-    pcc = np.full(adata.n_vars, np.nan)
-    r2 = np.full(adata.n_vars, np.nan)
-    pcc[gene_idx] = pooled_genes.pcc
-    r2[gene_idx] = pooled_genes.r2
-    adata.var[f"{pred}_pcc_{split_name}"] = pcc
-    adata.var[f"{pred}_r2_{split_name}"] = r2
-    stored = {_storable(row): {col: float(value) for col, value in values.items()} for row, values in table.items()}
-    store = adata.uns.setdefault("sepal", {}).setdefault(key_added, {}).setdefault(_storable(pred), {})
-    store[_storable(split_name)] = stored
-    record(
-        adata,
-        "tl",
-        "evaluate",
-        {
-            "truth": truth,
-            "pred": pred,
-            "mask": mask,
-            "split": split,
-            "split_key": split_key,
-            "baseline": baseline,
-            "key_added": key_added,
-            "library_key": library_key,
-            "per_slide": per_slide,
-            "n_genes": int(gene_idx.size),
-        },
-    )
+    _store(adata, table, pooled_genes, gene_idx, pred=pred, split_name=split_name, key_added=key_added)
+    params = {"truth": truth, "pred": pred, "mask": mask, "split": split, "split_key": split_key}
+    params |= {"baseline": baseline, "key_added": key_added, "library_key": library_key, "per_slide": per_slide}
+    record(adata, "tl", "evaluate", {**params, "n_genes": int(gene_idx.size)})
     logger.info(
         "scored %r on %d spots × %d genes: added %r and %r to adata.var and the table to "
         "adata.uns['sepal'][%r][%r][%r]",
