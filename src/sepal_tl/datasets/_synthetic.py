@@ -33,7 +33,7 @@ from scipy.spatial import cKDTree
 
 from sepal_tl._logging import logger
 from sepal_tl._uns import record
-from sepal_tl.io._images import downscale, scaled_size
+from sepal_tl.io._common import hires_lowres, spatial_entry
 from sepal_tl.io._st import LOWRES_MAX_SIDE
 from sepal_tl.pp import load_gene_length_table
 
@@ -121,17 +121,19 @@ def _disc_offsets(radius: float) -> tuple[np.ndarray, np.ndarray]:
     return dy[inside], dx[inside]
 
 
-def _make_slide(rng: np.random.Generator, *, n_spots: int, pitch: float, spot_diameter: float) -> _Slide:
-    """Lay out spots, paint the tissue image and measure the image under each spot."""
-    um_per_px = _SPOT_MICRONS / pitch
-    cell = 2 * max(round(pitch / 8), 1)  # coarse grid for the smooth fields; even, see _double
+def _tissue(
+    rng: np.random.Generator, n_spots: int, pitch: float, cell: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Spot lattice and tissue outline: ``(rows, cols, x, y, chosen, tissue)``.
+
+    The outline is a randomly rotated, elongated blob with a smooth irregular border (in pitch units); the
+    ``n_spots`` lattice positions deepest inside it are ``chosen``, and ``tissue`` is the full-resolution mask
+    (slightly larger, so that every spot disc lies in tissue).
+    """
     rows, cols, height, width = _lattice(n_spots, pitch, margin=1.5 * pitch)
     h, w = -(-height // cell), -(-width // cell)
-    height, width = h * cell, w * cell
     x = 1.5 * pitch + cols * pitch / 2
     y = 1.5 * pitch + rows * pitch * _SQRT3_2
-
-    # Tissue outline: a randomly rotated, elongated blob with a smooth irregular border (pitch units).
     cy, cx = (np.mgrid[0:h, 0:w] + 0.5) * cell / pitch
     cy, cx = cy - cy.mean(), cx - cx.mean()
     angle, aspect = rng.uniform(0, np.pi), rng.uniform(0.7, 1.0)
@@ -142,27 +144,45 @@ def _make_slide(rng: np.random.Generator, *, n_spots: int, pitch: float, spot_di
     chosen = np.sort(np.argsort(-spot_score, kind="stable")[:n_spots])
     threshold = spot_score[chosen].min() - 0.75  # margin so every spot disc lies in tissue
     tissue = _double(_upsample(score, cell // 2) >= threshold)
+    return rows, cols, x, y, chosen, tissue
 
-    # Tissue types: arg-max of competing smooth fields (at half resolution, which is plenty for borders).
-    region = np.zeros((height // 2, width // 2), dtype=np.int8)
+
+def _regions(rng: np.random.Generator, coarse: tuple[int, int], pitch: float, cell: int) -> np.ndarray:
+    """Tissue types (index into :data:`REGIONS`): arg-max of competing smooth fields, made at half resolution."""
+    h, w = coarse
+    region = np.zeros((h * cell // 2, w * cell // 2), dtype=np.int8)
     best = np.full(region.shape, -np.inf, dtype=np.float32)
     for k, bias in enumerate(_REGION_BIAS):
         field = _upsample(_smooth_field(rng, (h, w), 2.5 * pitch / cell) + bias, cell // 2)
         better = field > best
         region[better], best[better] = k, field[better]
-    region = _double(region)
-    del best
-    density = np.exp(0.3 * _smooth_field(rng, (h, w), 4 * pitch / cell))
+    return _double(region)
 
-    # Fine stain texture, and the fat vacuoles of adipose tissue: a smooth field (made at half
-    # resolution) whose zero level gives thin membranes, with white fat in between.
+
+def _texture_and_membranes(rng: np.random.Generator, shape: tuple[int, int], um_per_px: float) -> tuple:
+    """Fine stain texture, and the membranes of adipose tissue's fat vacuoles.
+
+    The membranes are the zero level of a smooth field made at half resolution, with white fat in between.
+    """
+    height, width = shape
     texture = ndimage.gaussian_filter(rng.standard_normal((height, width), dtype=np.float32), 1.2)
     texture /= texture.std()
     fat = ndimage.gaussian_filter(rng.standard_normal((height // 2, width // 2), dtype=np.float32), 6 / um_per_px)
-    membranes = _double(np.exp(-((fat / (0.25 * fat.std())) ** 2)))
-    del fat
+    return texture, _double(np.exp(-((fat / (0.25 * fat.std())) ** 2)))
 
-    # Nuclei: thinned Poisson process, one Gaussian blob each, size and shape set by the region.
+
+def _nuclei(
+    rng: np.random.Generator,
+    region: np.ndarray,
+    tissue: np.ndarray,
+    density: np.ndarray,
+    membranes: np.ndarray,
+    *,
+    cell: int,
+    um_per_px: float,
+) -> np.ndarray:
+    """Haematoxylin of the nuclei: a thinned Poisson process, one Gaussian blob each, size and shape by region."""
+    height, width = region.shape
     rate_max = _NUCLEI_PER_1000_UM2.max() / 1000 * density.max()
     n_candidates = rng.poisson(rate_max * height * width * um_per_px**2)
     ny, nx = rng.uniform(0, height, n_candidates), rng.uniform(0, width, n_candidates)
@@ -184,7 +204,42 @@ def _make_slide(rng: np.random.Generator, *, n_spots: int, pitch: float, spot_di
         nuclei += blobs * np.float32(2 * np.pi * sigma_x * sigma_y)
     del impulses, blobs
     top = np.float32(_NUCLEUS_DARKNESS.max())
-    nuclei = top * np.tanh(nuclei / top)  # overlapping nuclei saturate
+    return top * np.tanh(nuclei / top)  # overlapping nuclei saturate
+
+
+def _spot_features(
+    region: np.ndarray, haematoxylin: np.ndarray, eosin: np.ndarray, x: np.ndarray, y: np.ndarray, diameter: float
+) -> np.ndarray:
+    """Region fractions, mean haematoxylin and mean eosin under each spot disc."""
+    dy, dx = _disc_offsets(diameter / 2)
+    py = np.rint(y).astype(np.intp)[:, None] + dy[None, :]
+    px = np.rint(x).astype(np.intp)[:, None] + dx[None, :]
+    under = region[py, px]
+    fractions = np.stack([(under == k).mean(axis=1) for k in range(len(REGIONS))], axis=1)
+    return np.column_stack([fractions, haematoxylin[py, px].mean(axis=1), eosin[py, px].mean(axis=1)])
+
+
+def _render(rng: np.random.Generator, haematoxylin: np.ndarray, eosin: np.ndarray) -> np.ndarray:
+    """RGB by Beer-Lambert, with this slide's own stain strength and hue."""
+    od_h = _OD_HAEMATOXYLIN * rng.uniform(0.85, 1.15) * (1 + rng.normal(0, 0.04, 3))
+    od_e = _OD_EOSIN * rng.uniform(0.85, 1.15) * (1 + rng.normal(0, 0.04, 3))
+    image = np.empty((*haematoxylin.shape, 3), dtype=np.uint8)
+    for channel in range(3):
+        od = haematoxylin * np.float32(od_h[channel]) + eosin * np.float32(od_e[channel]) + np.float32(_OD_GLASS)
+        image[..., channel] = np.clip(255 * np.exp(-od), 0, 255).astype(np.uint8)
+    return image
+
+
+def _make_slide(rng: np.random.Generator, *, n_spots: int, pitch: float, spot_diameter: float) -> _Slide:
+    """Lay out spots, paint the tissue image and measure the image under each spot."""
+    um_per_px = _SPOT_MICRONS / pitch
+    cell = 2 * max(round(pitch / 8), 1)  # coarse grid for the smooth fields; even, see _double
+    rows, cols, x, y, chosen, tissue = _tissue(rng, n_spots, pitch, cell)
+    coarse = (tissue.shape[0] // cell, tissue.shape[1] // cell)
+    region = _regions(rng, coarse, pitch, cell)
+    density = np.exp(0.3 * _smooth_field(rng, coarse, 4 * pitch / cell))
+    texture, membranes = _texture_and_membranes(rng, region.shape, um_per_px)
+    nuclei = _nuclei(rng, region, tissue, density, membranes, cell=cell, um_per_px=um_per_px)
 
     # Stain concentrations.
     eosin = _EOSIN.astype(np.float32)[region] * (1 + 0.15 * texture)
@@ -195,24 +250,15 @@ def _make_slide(rng: np.random.Generator, *, n_spots: int, pitch: float, spot_di
     haematoxylin *= tissue
     eosin *= tissue
 
-    # Spot features, measured on the stain maps before the per-slide stain variation.
+    # Spot features are measured on the stain maps before the per-slide stain variation.
     x, y = x[chosen], y[chosen]
-    dy, dx = _disc_offsets(spot_diameter / 2)
-    py = np.rint(y).astype(np.intp)[:, None] + dy[None, :]
-    px = np.rint(x).astype(np.intp)[:, None] + dx[None, :]
-    under = region[py, px]
-    fractions = np.stack([(under == k).mean(axis=1) for k in range(len(REGIONS))], axis=1)
-    features = np.column_stack([fractions, haematoxylin[py, px].mean(axis=1), eosin[py, px].mean(axis=1)])
-
-    # RGB by Beer-Lambert, with this slide's own stain strength and hue.
-    od_h = _OD_HAEMATOXYLIN * rng.uniform(0.85, 1.15) * (1 + rng.normal(0, 0.04, 3))
-    od_e = _OD_EOSIN * rng.uniform(0.85, 1.15) * (1 + rng.normal(0, 0.04, 3))
-    image = np.empty((height, width, 3), dtype=np.uint8)
-    for channel in range(3):
-        od = haematoxylin * np.float32(od_h[channel]) + eosin * np.float32(od_e[channel]) + np.float32(_OD_GLASS)
-        image[..., channel] = np.clip(255 * np.exp(-od), 0, 255).astype(np.uint8)
+    features = _spot_features(region, haematoxylin, eosin, x, y, spot_diameter)
     return _Slide(
-        image=image, array_row=rows[chosen], array_col=cols[chosen], coords=np.column_stack([x, y]), features=features
+        image=_render(rng, haematoxylin, eosin),
+        array_row=rows[chosen],
+        array_col=cols[chosen],
+        coords=np.column_stack([x, y]),
+        features=features,
     )
 
 
@@ -286,6 +332,149 @@ def _solve_scale(log_mean: np.ndarray, dispersion: np.ndarray, target: float) ->
         msg = f"zero_fraction={target} cannot be reached with this dispersion; lower the dispersion or raise zero_fraction."
         raise ValueError(msg)
     return optimize.brentq(excess_zeros, -_MAX_LOG_DEPTH, _MAX_LOG_DEPTH, xtol=1e-6)
+
+
+def _check_synthetic_args(args: dict) -> None:
+    """Raise ``ValueError`` naming the first argument of :func:`synthetic` (``args``: name -> value) out of range."""
+    for name in ("n_slides", "n_spots", "n_genes", "slides_per_patient"):
+        if int(args[name]) != args[name] or args[name] < 1:
+            msg = f"{name} must be an integer >= 1, got {args[name]!r}."
+            raise ValueError(msg)
+    if not 0 < args["zero_fraction"] < 1:
+        msg = f"zero_fraction must lie strictly between 0 and 1, got {args['zero_fraction']!r}."
+        raise ValueError(msg)
+    patterned, sparse_ = args["patterned_fraction"], args["sparse_fraction"]
+    if not (0 <= patterned <= 1 and 0 <= sparse_ <= 1 and patterned + sparse_ <= 1):
+        msg = (
+            "patterned_fraction and sparse_fraction must lie in [0, 1] and sum to at most 1, got "
+            f"{patterned!r} and {sparse_!r}."
+        )
+        raise ValueError(msg)
+    dispersion, effect_size, batch_effect = args["dispersion"], args["effect_size"], args["batch_effect"]
+    if not 0 < dispersion <= 10 or batch_effect < 0 or effect_size < 0:
+        msg = (
+            f"dispersion must lie in (0, 10] and effect_size, batch_effect must be >= 0; got dispersion={dispersion!r}, "
+            f"effect_size={effect_size!r}, batch_effect={batch_effect!r}."
+        )
+        raise ValueError(msg)
+    if args["pitch_px"] < 16:
+        msg = f"pitch_px must be at least 16 pixels (nuclei need a few pixels each), got {args['pitch_px']!r}."
+        raise ValueError(msg)
+    if args["gene_names"] not in ("human", "generic"):
+        msg = f"gene_names must be 'human' or 'generic', got {args['gene_names']!r}."
+        raise ValueError(msg)
+
+
+@dataclass
+class _GeneModel:
+    """Per-gene parameters of the expression model (see :func:`synthetic`'s Notes)."""
+
+    var: pd.DataFrame
+    base: np.ndarray
+    loadings: np.ndarray  # (len(PROGRAMS), n_genes): each program gene's effect in its own program's row
+    dispersion: np.ndarray
+
+
+def _gene_model(
+    rng: np.random.Generator,
+    n_genes: int,
+    gene_names: str,
+    *,
+    patterned_fraction: float,
+    sparse_fraction: float,
+    effect_size: float,
+    dispersion: float,
+) -> _GeneModel:
+    """Genes: program membership, baseline level, effect and dispersion."""
+    var = _genes(n_genes, gene_names, rng)
+    n_patterned = round(patterned_fraction * n_genes)
+    n_sparse = min(round(sparse_fraction * n_genes), n_genes - n_patterned)
+    kinds = np.array(
+        [PROGRAMS[i % len(PROGRAMS)] for i in range(n_patterned)]
+        + ["sparse"] * n_sparse
+        + ["background"] * (n_genes - n_patterned - n_sparse)
+    )
+    kinds = kinds[rng.permutation(n_genes)]
+    base = rng.normal(0.0, 1.0, n_genes) - 4.5 * (kinds == "sparse")
+    sign = np.where(rng.uniform(size=n_genes) < 0.2, -1.0, 1.0)
+    effect = effect_size * rng.uniform(0.6, 1.4, n_genes) * sign
+    loadings = np.zeros((len(PROGRAMS), n_genes))
+    for p, program in enumerate(PROGRAMS):
+        loadings[p, kinds == program] = effect[kinds == program]
+    gene_dispersion = dispersion * np.exp(rng.normal(0.0, 0.3, n_genes))
+    var["program"] = pd.Categorical(kinds, categories=[*PROGRAMS, "background", "sparse"])
+    return _GeneModel(var, base, loadings, gene_dispersion)
+
+
+def _counts(
+    rng: np.random.Generator,
+    genes: _GeneModel,
+    activity: np.ndarray,
+    slide_of: np.ndarray,
+    patient_of: np.ndarray,
+    *,
+    batch_effect: float,
+    zero_fraction: float,
+) -> np.ndarray:
+    """Negative binomial counts: size factors, per-patient and per-slide batch effects, the depth solved for."""
+    n_slides, n_genes = len(patient_of), genes.base.size
+    patient_shift = rng.normal(0.0, batch_effect, (patient_of.max() + 1, n_genes))
+    slide_shift = patient_shift[patient_of] + rng.normal(0.0, batch_effect / 2, (n_slides, n_genes))
+    log_size = rng.normal(0.0, 0.3, activity.shape[0]) + 0.5 * (activity[:, PROGRAMS.index("nuclear")] - 0.5)
+    log_size += rng.normal(0.0, 0.15, n_slides)[slide_of]
+    log_mean = genes.base + activity @ genes.loadings + slide_shift[slide_of] + log_size[:, None]
+    probe = rng.choice(len(log_mean), min(len(log_mean), 1000), replace=False)
+    log_mean += _solve_scale(log_mean[probe], genes.dispersion, zero_fraction)
+    mean = np.exp(log_mean)
+    del log_mean
+    return rng.poisson(rng.gamma(1 / genes.dispersion, mean * genes.dispersion)).astype(np.float32)
+
+
+def _splits(n_slides: int) -> list[str]:
+    """Split of each slide: the last ``"test"``, the one before ``"val"`` (with two slides: train, val)."""
+    splits = ["train"] * n_slides
+    if n_slides >= 2:
+        splits[-1 if n_slides == 2 else -2] = "val"
+    if n_slides >= 3:
+        splits[-1] = "test"
+    return splits
+
+
+def _obs(slides: list[_Slide], features: np.ndarray, slide_of: np.ndarray, patients: list[str]) -> pd.DataFrame:
+    """Spot annotation: library, patient, lattice indices, split and the ground-truth region."""
+    library_ids = [f"slide{i}" for i in range(len(slides))]
+    splits = _splits(len(slides))
+    array_row = np.concatenate([s.array_row for s in slides])
+    array_col = np.concatenate([s.array_col for s in slides])
+    region = features[:, : len(REGIONS)].argmax(axis=1)
+    return pd.DataFrame(
+        {
+            "library_id": pd.Categorical(np.array(library_ids)[slide_of], categories=library_ids),
+            "patient": pd.Categorical(np.array(patients)[slide_of], categories=sorted(set(patients))),
+            "array_row": array_row.astype(np.int64),
+            "array_col": array_col.astype(np.int64),
+            "split": pd.Categorical(
+                np.array(splits)[slide_of], categories=[s for s in ("train", "val", "test") if s in splits]
+            ),
+            "region": pd.Categorical(np.array(REGIONS)[region], categories=list(REGIONS)),
+        },
+        index=[f"{library_ids[s]}_{r}_{c}" for s, r, c in zip(slide_of, array_row, array_col, strict=True)],
+    )
+
+
+def _uns_spatial(slides: list[_Slide], patients: list[str], *, pitch_px: float, spot_diameter: float) -> dict:
+    """``uns["spatial"]`` as :mod:`sepal_tl.io` readers write it; the full-resolution image is the hires one."""
+    spatial = {}
+    for i, (patient, slide) in enumerate(zip(patients, slides, strict=True)):
+        images, scales = hires_lowres(slide.image, slide.image.shape[:2], 1.0, lowres_side=LOWRES_MAX_SIDE)
+        metadata = {
+            "source": "sepal_tl.datasets.synthetic",
+            "patient": patient,
+            "microns_per_pixel": _SPOT_MICRONS / pitch_px,
+        }
+        scalefactors = {"spot_diameter_fullres": float(spot_diameter), **scales}
+        spatial[f"slide{i}"] = spatial_entry(images, scalefactors, metadata)
+    return spatial
 
 
 def synthetic(
@@ -389,141 +578,39 @@ def synthetic(
     >>> adata.obs["split"].value_counts().to_dict()
     {'train': 300, 'val': 300}
     """
-    for name, value, minimum in (
-        ("n_slides", n_slides, 1),
-        ("n_spots", n_spots, 1),
-        ("n_genes", n_genes, 1),
-        ("slides_per_patient", slides_per_patient, 1),
-    ):
-        if int(value) != value or value < minimum:
-            msg = f"{name} must be an integer >= {minimum}, got {value!r}."
-            raise ValueError(msg)
-    if not 0 < zero_fraction < 1:
-        msg = f"zero_fraction must lie strictly between 0 and 1, got {zero_fraction!r}."
-        raise ValueError(msg)
-    if not (0 <= patterned_fraction <= 1 and 0 <= sparse_fraction <= 1 and patterned_fraction + sparse_fraction <= 1):
-        msg = (
-            "patterned_fraction and sparse_fraction must lie in [0, 1] and sum to at most 1, got "
-            f"{patterned_fraction!r} and {sparse_fraction!r}."
-        )
-        raise ValueError(msg)
-    if not 0 < dispersion <= 10 or batch_effect < 0 or effect_size < 0:
-        msg = (
-            f"dispersion must lie in (0, 10] and effect_size, batch_effect must be >= 0; got dispersion={dispersion!r}, "
-            f"effect_size={effect_size!r}, batch_effect={batch_effect!r}."
-        )
-        raise ValueError(msg)
-    if pitch_px < 16:
-        msg = f"pitch_px must be at least 16 pixels (nuclei need a few pixels each), got {pitch_px!r}."
-        raise ValueError(msg)
-    if gene_names not in ("human", "generic"):
-        msg = f"gene_names must be 'human' or 'generic', got {gene_names!r}."
-        raise ValueError(msg)
-
+    params = dict(locals())  # the arguments, recorded in uns['sepal']
+    _check_synthetic_args(params)
     gene_seq, count_seq, *slide_seqs = np.random.SeedSequence(seed).spawn(2 + n_slides)
-
-    # Genes: program membership, baseline level, effect and dispersion.
-    rng = np.random.default_rng(gene_seq)
-    var = _genes(n_genes, gene_names, rng)
-    n_patterned = round(patterned_fraction * n_genes)
-    n_sparse = min(round(sparse_fraction * n_genes), n_genes - n_patterned)
-    kinds = np.array(
-        [PROGRAMS[i % len(PROGRAMS)] for i in range(n_patterned)]
-        + ["sparse"] * n_sparse
-        + ["background"] * (n_genes - n_patterned - n_sparse)
+    genes = _gene_model(
+        np.random.default_rng(gene_seq),
+        n_genes,
+        gene_names,
+        patterned_fraction=patterned_fraction,
+        sparse_fraction=sparse_fraction,
+        effect_size=effect_size,
+        dispersion=dispersion,
     )
-    kinds = kinds[rng.permutation(n_genes)]
-    base = rng.normal(0.0, 1.0, n_genes) - 4.5 * (kinds == "sparse")
-    sign = np.where(rng.uniform(size=n_genes) < 0.2, -1.0, 1.0)
-    effect = effect_size * rng.uniform(0.6, 1.4, n_genes) * sign
-    loadings = np.zeros((len(PROGRAMS), n_genes))
-    for p, program in enumerate(PROGRAMS):
-        loadings[p, kinds == program] = effect[kinds == program]
-    gene_dispersion = dispersion * np.exp(rng.normal(0.0, 0.3, n_genes))
-    var["program"] = pd.Categorical(kinds, categories=[*PROGRAMS, "background", "sparse"])
-
     spot_diameter = 0.55 * pitch_px
     slides = [
         _make_slide(np.random.default_rng(s), n_spots=n_spots, pitch=pitch_px, spot_diameter=spot_diameter)
         for s in slide_seqs
     ]
 
-    # Spots: activities from the image, size factors, per-patient and per-slide batch effects.
+    # Spots: activities from the image, then counts with size factors and batch effects.
     slide_of = np.repeat(np.arange(n_slides), n_spots)
     patient_of = np.arange(n_slides) // slides_per_patient
     coords = np.concatenate([s.coords for s in slides])
     features = np.concatenate([s.features for s in slides])
     activity = _activities(features, coords, pitch_px, slide_of)
     rng = np.random.default_rng(count_seq)
-    patient_shift = rng.normal(0.0, batch_effect, (patient_of.max() + 1, n_genes))
-    slide_shift = patient_shift[patient_of] + rng.normal(0.0, batch_effect / 2, (n_slides, n_genes))
-    log_size = rng.normal(0.0, 0.3, coords.shape[0]) + 0.5 * (activity[:, PROGRAMS.index("nuclear")] - 0.5)
-    log_size += rng.normal(0.0, 0.15, n_slides)[slide_of]
-    log_mean = base + activity @ loadings + slide_shift[slide_of] + log_size[:, None]
-    probe = rng.choice(len(log_mean), min(len(log_mean), 1000), replace=False)
-    log_mean += _solve_scale(log_mean[probe], gene_dispersion, zero_fraction)
-    mean = np.exp(log_mean)
-    counts = rng.poisson(rng.gamma(1 / gene_dispersion, mean * gene_dispersion)).astype(np.float32)
-    del mean, log_mean
+    counts = _counts(rng, genes, activity, slide_of, patient_of, batch_effect=batch_effect, zero_fraction=zero_fraction)
 
-    library_ids = [f"slide{i}" for i in range(n_slides)]
     patients = [f"patient{p}" for p in patient_of]
-    splits = ["train"] * n_slides
-    if n_slides >= 2:
-        splits[-1 if n_slides == 2 else -2] = "val"
-    if n_slides >= 3:
-        splits[-1] = "test"
-    array_row = np.concatenate([s.array_row for s in slides])
-    array_col = np.concatenate([s.array_col for s in slides])
-    region = features[:, : len(REGIONS)].argmax(axis=1)
-    obs = pd.DataFrame(
-        {
-            "library_id": pd.Categorical(np.array(library_ids)[slide_of], categories=library_ids),
-            "patient": pd.Categorical(np.array(patients)[slide_of], categories=sorted(set(patients))),
-            "array_row": array_row.astype(np.int64),
-            "array_col": array_col.astype(np.int64),
-            "split": pd.Categorical(
-                np.array(splits)[slide_of], categories=[s for s in ("train", "val", "test") if s in splits]
-            ),
-            "region": pd.Categorical(np.array(REGIONS)[region], categories=list(REGIONS)),
-        },
-        index=[f"{library_ids[s]}_{r}_{c}" for s, r, c in zip(slide_of, array_row, array_col, strict=True)],
-    )
     x = sparse.csr_matrix(counts)
-    adata = AnnData(X=x, obs=obs, var=var)
+    adata = AnnData(X=x, obs=_obs(slides, features, slide_of, patients), var=genes.var)
     adata.layers["counts"] = x.copy()
     adata.obsm["spatial"] = coords.astype(np.float64)
-    adata.uns["spatial"] = {}
-    for library_id, patient, slide in zip(library_ids, patients, slides, strict=True):
-        lowres_size, lowres_scale = scaled_size(slide.image.shape[:2], LOWRES_MAX_SIDE)
-        adata.uns["spatial"][library_id] = {
-            "images": {"hires": slide.image, "lowres": downscale(slide.image, lowres_size)},
-            "scalefactors": {
-                "spot_diameter_fullres": float(spot_diameter),
-                "tissue_hires_scalef": 1.0,
-                "tissue_lowres_scalef": float(lowres_scale),
-            },
-            "metadata": {
-                "source": "sepal_tl.datasets.synthetic",
-                "patient": patient,
-                "microns_per_pixel": _SPOT_MICRONS / pitch_px,
-            },
-        }
-    params = {
-        "n_slides": n_slides,
-        "n_spots": n_spots,
-        "n_genes": n_genes,
-        "seed": seed,
-        "slides_per_patient": slides_per_patient,
-        "zero_fraction": zero_fraction,
-        "patterned_fraction": patterned_fraction,
-        "sparse_fraction": sparse_fraction,
-        "effect_size": effect_size,
-        "dispersion": dispersion,
-        "batch_effect": batch_effect,
-        "pitch_px": pitch_px,
-        "gene_names": gene_names,
-    }
+    adata.uns["spatial"] = _uns_spatial(slides, patients, pitch_px=pitch_px, spot_diameter=spot_diameter)
     record(adata, "datasets", "synthetic", params)
     logger.info(
         "synthetic: %d slides x %d spots x %d genes, %.1f %% zeros",
