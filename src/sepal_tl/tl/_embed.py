@@ -20,7 +20,7 @@ from sepal_tl.tl._backbones import EncoderSpec, encode_arg, load_backbone
 from sepal_tl.tl._encoder import backbone_width
 from sepal_tl.tl._images import resolve_images
 from sepal_tl.tl._model import SepalModel
-from sepal_tl.tl._patches import PatchGeometry, SpotPatches, eight_symmetries
+from sepal_tl.tl._patches import PatchGeometry, SpotPatches, eight_symmetries, with_stain_target
 from sepal_tl.tl._training import device_of
 
 #: ``uns["sepal"]["embeddings"][key]`` holds, as JSON, the encoder spec and patch geometry that made ``obsm[key]``.
@@ -110,6 +110,7 @@ def embed(
     patch_size: int | None = None,
     mean: tuple[float, float, float] | None = None,
     std: tuple[float, float, float] | None = None,
+    stain_norm: str | None = None,
     batch_size: int = 64,
     tta: bool = False,
     device: str = "auto",
@@ -146,6 +147,11 @@ def embed(
     patch_size, mean, std
         Input side and normalisation (default: the pretrained weights' own, from timm's ``pretrained_cfg`` or the
         hub/folder ``config.json``).
+    stain_norm
+        ``None``, ``"macenko"`` or ``"reinhard"``: map every slide's stains onto the mean appearance of the slides
+        in ``adata`` before embedding (see :class:`PatchGeometry`; the target is recorded with the embeddings, so
+        new slides embedded for a model trained on them map onto the same target). Not with a
+        :class:`SepalModel`: its patch geometry brings its own.
     batch_size, device, num_workers
         Inference settings; bf16 autocast on GPUs that support it.
     tta
@@ -176,6 +182,9 @@ def embed(
         if encoder.encoder.backbone is None:
             msg = "This SepalModel was trained on precomputed embeddings and has no image backbone to embed with."
             raise ValueError(msg)
+        if stain_norm is not None:
+            msg = "stain_norm= cannot change a SepalModel's patches: its geometry brings its own; leave it unset."
+            raise ValueError(msg)
         backbone, geometry = encoder.encoder.backbone, encoder.geometry
         spec = EncoderSpec.from_dict(encoder.config["encoder"]["spec"])
         name = spec.name
@@ -194,9 +203,11 @@ def embed(
             patch_size=patch_size or spec.input_size,
             mean=tuple(mean or spec.mean),
             std=tuple(std or spec.std),
+            stain_norm=stain_norm,
         )
     for lib in sources:
         geometry.window_side(adata, lib)  # every slide needs a spot diameter
+    geometry = with_stain_target(adata, sources, geometry, library_key=lib_key)
     key = key_added or default_key(name)
     if isinstance(encoder, SepalModel) or spec.source == "random":
         source = None  # no file or hub id would give these weights again

@@ -22,7 +22,7 @@ from sepal_tl.tl._encoder import EMBEDDING_NORMS, LocalEncoder, column_stats
 from sepal_tl.tl._images import resolve_images
 from sepal_tl.tl._inputs import bin_size_um, dense_layer, split_indices
 from sepal_tl.tl._model import SepalModel
-from sepal_tl.tl._patches import PatchGeometry, SpotPatches
+from sepal_tl.tl._patches import PatchGeometry, SpotPatches, with_stain_target
 from sepal_tl.tl._ridge import fit_ridge
 from sepal_tl.tl._training import regression_task, run_training
 
@@ -222,6 +222,7 @@ def fit_encoder(
     mean: tuple[float, float, float] | None = None,
     std: tuple[float, float, float] | None = None,
     stain_jitter: float = 0.0,
+    stain_norm: str | None = None,
     epochs: int = 50,
     batch_size: int = 64,
     lr: float = 1e-4,
@@ -291,6 +292,10 @@ def fit_encoder(
     stain_jitter
         Fine-tuning only: σ of the random stain (HED) augmentation of training patches
         (:func:`~sepal_tl.tl._stain.hed_jitter`; Tellez et al. 2018 use 0.05; 0: off).
+    stain_norm
+        ``None``, ``"macenko"`` or ``"reinhard"``: map every slide's stains onto the mean appearance of the
+        training slides before the network sees them (see :class:`PatchGeometry`); the target is saved with the
+        model, so new slides are mapped onto it too. With ``embedding_key``, set it in :func:`embed` instead.
     epochs, batch_size, lr, weight_decay
         Adam optimisation (fine-tuning; ``epochs`` must be at least 1). ``batch_size`` is also the embedding batch.
     patience
@@ -338,6 +343,12 @@ def fit_encoder(
     if stain_jitter and freeze:
         msg = "stain_jitter augments training patches of a fine-tuned encoder; frozen embeddings see no augmentation."
         raise ValueError(msg)
+    if stain_norm is not None and embedding_key is not None:
+        msg = (
+            "stain_norm= changes how patches are cut, but embedding_key= uses embeddings computed already; pass "
+            "stain_norm to sepal.tl.embed instead."
+        )
+        raise ValueError(msg)
     norm = embedding_norm or ("slide" if freeze else "none")
     saved_kwargs = {k: encode_arg(v) for k, v in (model_kwargs or {}).items()}  # must be storable: check first
     if not freeze and (not isinstance(epochs, int) or epochs < 1):
@@ -377,7 +388,10 @@ def fit_encoder(
             patch_size=patch_size or (spec.input_size if spec else 224),
             mean=tuple(mean or (spec.mean if spec else PatchGeometry().mean)),
             std=tuple(std or (spec.std if spec else PatchGeometry().std)),
+            stain_norm=stain_norm,
         )
+    if sources is not None:
+        geometry = with_stain_target(adata, sources, geometry, library_key=lib_key, indices=splits["train"])
     encoder = LocalEncoder(
         module, adata.n_vars, embedding_dim=raw.shape[1] if raw is not None and module is None else None
     )

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sepal_tl.tl._stain import STAIN_NORMS
+
 #: Version of the saved-model layout; 2 added ``weights_sha256``.
 FORMAT_VERSION = 2
 TARGETS = ("delta", "absolute")
@@ -119,7 +121,14 @@ def _check_geometry(check: _Checker, meta: dict) -> None:
             check.fail(f"geometry.{name}", f"must hold 3 numbers (R, G, B), got {len(values)}")
         positive = name == "std"
         check.each(values, f"geometry.{name}", lambda v, f, positive=positive: check.number(v, f, positive=positive))
-    unknown = sorted(set(geometry) - {"patch_scale", "patch_size", "mean", "std"})
+    norm = check.get(geometry, "stain_norm", "geometry.stain_norm", str, optional=True)
+    target = check.get(geometry, "stain_target", "geometry.stain_target", list, optional=True)
+    if norm is not None and norm not in STAIN_NORMS:
+        check.fail("geometry.stain_norm", f"must be one of {sorted(STAIN_NORMS)} or null, got {_short(norm)}")
+    if (norm is None) != (target is None) or (target is not None and len(target) != STAIN_NORMS[norm]):
+        check.fail("geometry.stain_target", f"does not fit stain_norm {norm!r}: {_short(target)}")
+    check.each(target or [], "geometry.stain_target", check.number)
+    unknown = sorted(set(geometry) - {"patch_scale", "patch_size", "mean", "std", "stain_norm", "stain_target"})
     if unknown:
         check.fail("geometry", f"has unknown key(s) {unknown}")
 

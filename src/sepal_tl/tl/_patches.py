@@ -42,7 +42,7 @@ from sepal_tl._settings import settings
 from sepal_tl._validation import check_positive, check_spatial, get_matrix
 from sepal_tl.io._common import library_ids
 from sepal_tl.tl._images import ImageSource, resolve_images
-from sepal_tl.tl._stain import hed_jitter
+from sepal_tl.tl._stain import STAIN_NORMS, hed_jitter, normalise_stains, stain_parameters, stain_target
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -52,12 +52,14 @@ __all__ = [
     "eight_symmetries",
     "preprocess_patches",
     "symmetry",
+    "with_stain_target",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 """Per-channel mean of ImageNet (RGB, on [0, 1]) used to normalise patches."""
 IMAGENET_STD = (0.229, 0.224, 0.225)
 """Per-channel standard deviation of ImageNet (RGB, on [0, 1])."""
+_STAIN_WINDOWS = 64  # spot windows per slide sampled to estimate its stain appearance
 
 
 @dataclass(frozen=True)
@@ -74,12 +76,23 @@ class PatchGeometry:
     mean, std
         Per-channel normalisation of the ``[0, 1]`` RGB patch (default ImageNet's, as for SEPAL's
         ImageNet-pretrained ViT; use the backbone's own values for other pretrained models).
+    stain_norm
+        ``None`` (off), ``"macenko"`` or ``"reinhard"``: map each slide's stain appearance onto ``stain_target``
+        before the network sees it. A slide's own appearance is estimated once from a sample of its spot
+        windows (:func:`~sepal_tl.tl._stain.stain_parameters`), so every slide, including new ones at
+        prediction, is mapped onto the same target.
+    stain_target
+        The target appearance (8 numbers for Macenko, 6 for Reinhard). ``None``: the mean of the slides the
+        patches are first cut from (:func:`fit_encoder`: the training slides; :func:`embed`: every slide of
+        its data); the resolved target is saved with the model and with embeddings.
     """
 
     patch_scale: float = 1.0
     patch_size: int = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    stain_norm: str | None = None
+    stain_target: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "patch_scale", check_positive("patch_scale", self.patch_scale))
@@ -97,6 +110,26 @@ class PatchGeometry:
         if min(self.std) <= 0:
             msg = f"std must be positive, got {self.std!r}."
             raise ValueError(msg)
+        self._check_stain()
+
+    def _check_stain(self) -> None:
+        if self.stain_norm is None:
+            if self.stain_target is not None:
+                msg = "stain_target is given but stain_norm is None; pass stain_norm='macenko' or 'reinhard'."
+                raise ValueError(msg)
+            return
+        if self.stain_norm not in STAIN_NORMS:
+            msg = f"stain_norm={self.stain_norm!r} is not known; choose one of {sorted(STAIN_NORMS)} or None."
+            raise ValueError(msg)
+        if self.stain_target is not None:
+            target = tuple(float(v) for v in np.ravel(self.stain_target))
+            if len(target) != STAIN_NORMS[self.stain_norm] or not np.isfinite(target).all():
+                msg = (
+                    f"stain_target for {self.stain_norm!r} must be {STAIN_NORMS[self.stain_norm]} finite numbers "
+                    f"(see sepal_tl.tl._stain.stain_parameters), got {self.stain_target!r}."
+                )
+                raise ValueError(msg)
+            object.__setattr__(self, "stain_target", target)
 
     def window_side(self, adata: AnnData, library_id: str) -> float:
         """Window side in full-resolution pixels for one library: spot diameter × ``patch_scale``."""
@@ -118,6 +151,8 @@ class PatchGeometry:
             "patch_size": self.patch_size,
             "mean": list(self.mean),
             "std": list(self.std),
+            "stain_norm": self.stain_norm,
+            "stain_target": None if self.stain_target is None else list(self.stain_target),
         }
 
     @classmethod
@@ -129,8 +164,8 @@ class PatchGeometry:
             msg = f"Unknown PatchGeometry parameters {unknown}; expected some of {sorted(names)}."
             raise ValueError(msg)
         values = dict(params)
-        for name in ("mean", "std"):
-            if name in values:
+        for name in ("mean", "std", "stain_target"):
+            if values.get(name) is not None:
                 values[name] = tuple(values[name])
         return cls(**values)
 
@@ -254,6 +289,31 @@ def eight_symmetries(patches: torch.Tensor) -> torch.Tensor:
     ``(8, batch, channels, H, W)``; element ``k`` is :func:`symmetry` ``(patches, k)`` (``k = 0``: unchanged).
     """
     return torch.stack([symmetry(patches, k) for k in range(8)])
+
+
+def with_stain_target(
+    adata: AnnData,
+    sources: Mapping[str, ImageSource],
+    geometry: PatchGeometry,
+    *,
+    library_key: str,
+    indices: Sequence[int] | np.ndarray | None = None,
+) -> PatchGeometry:
+    """``geometry`` with its stain target set to the mean appearance of the slides of ``indices`` (default: all).
+
+    Unchanged when stain normalisation is off or the target is already set; entry points call this once, so that
+    every dataset cut afterwards (training, validation, new slides) maps onto the same recorded target.
+    """
+    if geometry.stain_norm is None or geometry.stain_target is not None:
+        return geometry
+    return SpotPatches(adata, sources, geometry, indices=indices, library_key=library_key).geometry
+
+
+def _window_origins(coords: np.ndarray, side: float, source: ImageSource) -> tuple[np.ndarray, np.ndarray]:
+    """Top-left ``(row, col)`` in the image's own pixels of ``side``-wide windows centred on ``(x, y)`` coords."""
+    rows = np.floor((coords[:, 1] - side / 2) * source.scale + 0.5).astype(np.int64)
+    cols = np.floor((coords[:, 0] - side / 2) * source.scale + 0.5).astype(np.int64)
+    return rows, cols
 
 
 def _mix_seed(seed: int, worker_seed: int) -> int:
@@ -406,11 +466,12 @@ class SpotPatches(Dataset):
             side = self.window_sides[lib]
             mine = self._codes == code
             self._n[code] = source.window(0.0, 0.0, side)[2]
-            x0 = coords[mine, 0] - side / 2
-            y0 = coords[mine, 1] - side / 2
-            self._row0[mine] = np.floor(y0 * source.scale + 0.5).astype(np.int64)
-            self._col0[mine] = np.floor(x0 * source.scale + 0.5).astype(np.int64)
+            self._row0[mine], self._col0[mine] = _window_origins(coords[mine], side, source)
             source.load()  # decode / open now, before DataLoader workers fork (they then share the pixels)
+        self.stain_sources = self._estimate_stains(adata, library_key, spatial_key)
+        if self.stain_sources is not None and self.geometry.stain_target is None:
+            target = stain_target(self.geometry.stain_norm, list(self.stain_sources))
+            self.geometry = dataclasses.replace(self.geometry, stain_target=tuple(target))
         self.targets = _targets(adata, targets, self.indices)
         self.train = bool(train)
         self.random_state = settings.seed if random_state is None else int(random_state)
@@ -428,6 +489,43 @@ class SpotPatches(Dataset):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def _estimate_stains(self, adata: AnnData, library_key: str, spatial_key: str) -> np.ndarray | None:
+        """Each library's stain parameters (rows in ``library_names`` order) from windows spread over its spots.
+
+        The windows are taken among all of the library's spots in ``adata`` (not only the served ones), so a
+        slide is normalised the same way whichever of its spots a dataset serves.
+        """
+        method = self.geometry.stain_norm
+        if method is None:
+            return None
+        coords = check_spatial(adata, spatial_key)
+        libs = library_ids(adata, library_key).to_numpy().astype(str)
+        params = []
+        for code, lib in enumerate(self.library_names):
+            spots = np.flatnonzero(libs == lib)
+            chosen = spots[np.linspace(0, len(spots) - 1, min(len(spots), _STAIN_WINDOWS)).astype(np.int64)]
+            source, n = self._sources[code], int(self._n[code])
+            rows, cols = _window_origins(coords[chosen], self.window_sides[lib], source)
+            step = max(1, n // 32)  # about a thousand pixels per window
+            pixels = [
+                source.crop_pixels(int(r), int(c), n)[::step, ::step].reshape(-1, 3)
+                for r, c in zip(rows, cols, strict=True)
+            ]
+            params.append(stain_parameters(method, np.concatenate(pixels)))
+        return np.stack(params)
+
+    def _normalise_stains(self, out: np.ndarray, codes: np.ndarray, present: np.ndarray) -> None:
+        """Map the rows of ``out`` (RGB on [0, 255]) of each library onto the geometry's stain target, in place."""
+        target = np.asarray(self.geometry.stain_target, dtype=np.float64)
+        for code in present:
+            if len(present) == 1:
+                normalise_stains(out, self.geometry.stain_norm, self.stain_sources[code], target)
+                continue
+            rows = np.flatnonzero(codes == code)
+            block = out[rows]
+            normalise_stains(block, self.geometry.stain_norm, self.stain_sources[code], target)
+            out[rows] = block
 
     def _positions(self, items) -> np.ndarray:
         items = np.asarray(items, dtype=np.int64).reshape(-1)
@@ -486,6 +584,8 @@ class SpotPatches(Dataset):
                 source.crop_pixels(int(self._row0[item]), int(self._col0[item]), n, out=crops[j])
             group_symmetries = symmetries if symmetries is None or where is None else symmetries[where]
             _to_chw_float(_resize(torch.from_numpy(crops), size), out, where, group_symmetries)
+        if self.stain_sources is not None:
+            self._normalise_stains(out, codes, present)
         if self.train:
             hed_jitter(out, self.stain_jitter, self._rng())
         _normalise(out, self.geometry)
