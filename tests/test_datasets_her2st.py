@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import sepal_tl as sepal
+from sepal_tl._settings import SepalSettings
 from sepal_tl.datasets._her2st import DEFAULT_URL, URL_ENV
 from sepal_tl.datasets._registry import HER2ST_COMMIT, file_hashes, load_registry
 
@@ -261,13 +262,40 @@ def test_corrupted_download_is_rejected(serve, datasetdir, tmp_path):
     assert not (datasetdir / "her2st" / "ST-cnts" / "A1.tsv.gz").exists()
 
 
+def _refused_url() -> str:
+    """A local URL nobody listens on: any download attempt fails at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}/"
+
+
+@pytest.mark.realdata
+@needs_her2st
+def test_data_dir_from_environment_is_the_cache_and_needs_no_network(tmp_path, monkeypatch):
+    """``SEPAL_DATA_DIR`` names the cache; verified files already there are read with no download."""
+    data_dir = tmp_path / "data"
+    for name in ("ST-cnts/A1.tsv.gz", "ST-spotfiles/A1_selection.tsv"):
+        (data_dir / "her2st" / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(HER2ST / name, data_dir / "her2st" / name)
+    monkeypatch.setenv("SEPAL_DATA_DIR", str(data_dir))
+    assert SepalSettings().datasetdir == data_dir
+    monkeypatch.setattr(sepal.settings, "datasetdir", SepalSettings().datasetdir)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+    adata = sepal.datasets.her2st("A1", base_url=_refused_url())
+    assert adata.obs["library_id"].cat.categories.tolist() == ["A1"]
+    assert adata.uns["sepal"]["datasets"]["her2st"]["path"] == str(data_dir / "her2st")
+    # a cached file that no longer matches its hash is fetched again, and here that fails
+    counts = data_dir / "her2st" / "ST-cnts" / "A1.tsv.gz"
+    counts.write_bytes(counts.read_bytes()[:-10])
+    with pytest.raises(OSError, match="cannot download ST-cnts/A1.tsv.gz"):
+        sepal.datasets.her2st("A1", base_url=_refused_url())
+
+
 def test_no_network_and_a_damaged_cache_give_a_clear_error(datasetdir, monkeypatch):
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     damaged = datasetdir / "her2st" / "ST-cnts" / "A1.tsv.gz"
     damaged.parent.mkdir(parents=True)
     damaged.write_bytes(b"half a file")
-    with socket.socket() as sock:  # a port nobody listens on: the connection is refused at once
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     with pytest.raises(OSError, match=r"cannot download ST-cnts/A1.tsv.gz .*damaged.*path="):
-        sepal.datasets.her2st("A1", base_url=f"http://127.0.0.1:{port}/")
+        sepal.datasets.her2st("A1", base_url=_refused_url())

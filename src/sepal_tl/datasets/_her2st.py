@@ -129,7 +129,9 @@ def her2st(
         ``ST-spotfiles/<s>_selection.tsv``, ``ST-imgs/<patient>/<s>/*.jpg``) or of the whole repository.
         Nothing is downloaded then. ``None`` downloads the files of the requested sections into
         ``sepal.settings.datasetdir / "her2st"`` (once; later calls use that cache), checking every file
-        against the SHA-256 hashes shipped with the package.
+        against the SHA-256 hashes shipped with the package. ``datasetdir`` defaults to the environment
+        variable ``SEPAL_DATA_DIR``, else ``~/.cache/sepal_tl``; files already there that match their hashes
+        are used without any network access.
     base_url
         Where to download from: the URL of the ``data/`` folder. Defaults to the environment variable
         ``SEPAL_HER2ST_URL``, else ``https://github.com/almaan/her2st/raw/<commit>/data/`` at the commit the
