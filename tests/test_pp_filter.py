@@ -58,6 +58,28 @@ def test_spared_rule(counts_adata):
     # running means: 1.0, 0.8, 0.667, 0.55 -> target 0.7 keeps the prefix g0, g2
     out = sepal.pp.filter(counts_adata, min_counts_spot=0, rule="spared", real_data_percentage=0.7, copy=True)
     assert list(out.var_names) == ["g0", "g2"]
+    # target 0.6 also keeps g1 (running mean 0.667); None means SpaRED's 0.7
+    out = sepal.pp.filter(counts_adata, min_counts_spot=0, rule="spared", real_data_percentage=0.6, copy=True)
+    assert list(out.var_names) == ["g0", "g1", "g2"]
+    out = sepal.pp.filter(counts_adata, min_counts_spot=0, rule="spared", copy=True)
+    assert list(out.var_names) == ["g0", "g2"]
+    assert out.uns["sepal"]["pp"]["filter"]["real_data_percentage"] == 0.7
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"rule": "spared", "min_frac_slide": 0.5}, "rule='spared' replaces the thresholds min_frac_slide by"),
+        (
+            {"rule": "spared", "min_frac_slide": 0.0, "min_frac_global": 0.4},
+            "min_frac_slide, min_frac_global by real_data_percentage",
+        ),
+        ({"real_data_percentage": 0.7}, "only with rule='spared'"),
+        ({"rule": "spared", "real_data_percentage": 1.5}, r"\[0, 1\]"),
+    ],
+)
+def test_arguments_the_rule_ignores_are_errors(counts_adata, kwargs, match):
+    assert_unchanged_after_error(counts_adata, ValueError, match, sepal.pp.filter, min_counts_spot=0, **kwargs)
 
 
 def test_in_place_and_qc(counts_adata):

@@ -103,23 +103,25 @@ def test_forward_shapes(operator, pooling):
     coords, batch = hex_batch()
     emb = torch.randn(len(coords), 8)
     model = _head(8, 5, operator=operator, hidden=(12, 6), pre=(10,), post=(7,), pooling=pooling)
-    out = model(emb[batch.node_index], batch.edge_index, batch.batch, batch.ptr, batch.offsets)
+    out = model(model.features(emb[batch.node_index], batch.offsets), batch.edge_index, batch.batch, batch.ptr)
     assert out.shape == (3, 5) and torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize("aggregation", ["sum", "concat"])
-def test_forward_accepts_precombined_features(aggregation):
+def test_forward_takes_node_features_only(aggregation):
     torch.manual_seed(0)
     coords, batch = hex_batch()
     emb = torch.randn(len(coords), 8)[batch.node_index]
     model = _head(8, 3, hidden=(6,), aggregation=aggregation, pooling="mean")
     assert model.feature_dim == (8 if aggregation == "sum" else 16)
-    direct = model(emb, batch.edge_index, batch.batch, batch.ptr, batch.offsets)
-    combined = model(model.features(emb, batch.offsets), batch.edge_index, batch.batch, batch.ptr)
-    torch.testing.assert_close(direct, combined)
-    if aggregation == "concat":
+    features = model.features(emb, batch.offsets)
+    torch.testing.assert_close(features, node_features(emb, batch.offsets, aggregation))
+    assert model(features, batch.edge_index, batch.batch, batch.ptr).shape == (3, 3)
+    if aggregation == "concat":  # raw embeddings are not node features: refused, not silently reinterpreted
         with pytest.raises(ValueError, match="width 16"):
             model(emb, batch.edge_index, batch.batch, batch.ptr)
+    with pytest.raises(TypeError):
+        model(emb, batch.edge_index, batch.batch, batch.ptr, batch.offsets)
 
 
 @pytest.mark.parametrize("pooling", POOLINGS)
@@ -197,7 +199,7 @@ def test_gradients_reach_every_parameter(operator, pooling):
     coords, batch = hex_batch(n_hops=2)
     emb = torch.randn(len(coords), 8, requires_grad=True)
     model = _head(8, 4, operator=operator, hidden=(6,), pre=(8,), post=(5,), pooling=pooling)
-    out = model(emb[batch.node_index], batch.edge_index, batch.batch, batch.ptr, batch.offsets)
+    out = model(model.features(emb[batch.node_index], batch.offsets), batch.edge_index, batch.batch, batch.ptr)
     out.square().mean().backward()
     for name, param in model.named_parameters():
         assert param.grad is not None and torch.isfinite(param.grad).all(), name

@@ -57,6 +57,29 @@ def _spared_rule(exp_frac: np.ndarray, glob_exp_frac: np.ndarray, candidates: np
     return keep
 
 
+def _spared_target(
+    rule: str, min_frac_slide: float | None, min_frac_global: float | None, real_data_percentage: float | None
+) -> float | None:
+    """SpaRED's target (0.7 unless given; ``None`` with SEPAL's rule); an error for a threshold ``rule`` ignores."""
+    if rule == "spared":
+        thresholds = {"min_frac_slide": min_frac_slide, "min_frac_global": min_frac_global}
+        given = [name for name, value in thresholds.items() if value is not None]
+        if given:
+            msg = (
+                f"rule='spared' replaces the thresholds {', '.join(given)} by real_data_percentage, so they would be "
+                "ignored; leave them at None, or use rule='sepal'."
+            )
+            raise ValueError(msg)
+        real_data_percentage = 0.7 if real_data_percentage is None else real_data_percentage
+        if not 0 <= real_data_percentage <= 1:
+            msg = f"real_data_percentage must lie in [0, 1], got {real_data_percentage}."
+            raise ValueError(msg)
+    elif real_data_percentage is not None:
+        msg = "real_data_percentage applies only with rule='spared'; remove it, or pass rule='spared'."
+        raise ValueError(msg)
+    return real_data_percentage
+
+
 @spatialdata_aware()
 def filter(
     adata: AnnData,
@@ -68,7 +91,7 @@ def filter(
     min_frac_slide: float | None = None,
     min_frac_global: float | None = None,
     rule: Literal["sepal", "spared"] = "sepal",
-    real_data_percentage: float = 0.7,
+    real_data_percentage: float | None = None,
     layer: str | None = None,
     library_key: str | None = DEFAULT_LIBRARY_KEY,
     copy: bool = False,
@@ -93,13 +116,15 @@ def filter(
     min_counts_gene, max_counts_gene
         Strict bounds on a gene's total counts (after the spot filter).
     min_frac_slide
-        Strict lower bound on ``exp_frac``, the per-slide minimum fraction of spots expressing the gene.
+        Strict lower bound on ``exp_frac``, the per-slide minimum fraction of spots expressing the gene
+        (``rule="sepal"`` only; an error with ``rule="spared"``).
     min_frac_global
-        Strict lower bound on ``glob_exp_frac``, the fraction of all spots expressing the gene.
+        Strict lower bound on ``glob_exp_frac``, the fraction of all spots expressing the gene (``rule="sepal"``
+        only; an error with ``rule="spared"``).
     rule
         ``"sepal"`` (the paper) or ``"spared"`` (SpaRED's real-data-percentage rule).
     real_data_percentage
-        Target mean ``glob_exp_frac`` for ``rule="spared"``.
+        Target mean ``glob_exp_frac`` for ``rule="spared"``; ``None`` means 0.7. An error with ``rule="sepal"``.
     layer
         Layer with raw counts; ``None`` uses ``adata.X``.
     library_key
@@ -126,9 +151,7 @@ def filter(
         min_frac_global=min_frac_global,
         real_data_percentage=real_data_percentage,
     )
-    if not 0 <= real_data_percentage <= 1:
-        msg = f"real_data_percentage must lie in [0, 1], got {real_data_percentage}."
-        raise ValueError(msg)
+    spared_target = _spared_target(rule, min_frac_slide, min_frac_global, real_data_percentage)
     counts = get_matrix(adata, layer)
     check_counts(counts, what="counts" if layer is None else f"layers[{layer!r}]")
     libraries = resolve_libraries(adata, library_key)
@@ -156,13 +179,13 @@ def filter(
     gene_totals = _column_sums(counts[spot_keep])
 
     gene_keep = _within(gene_totals, min_counts_gene, max_counts_gene)
-    if rule == "sepal":
+    if spared_target is None:
         if min_frac_slide is not None:
             gene_keep &= exp_frac > min_frac_slide
         if min_frac_global is not None:
             gene_keep &= glob_exp_frac > min_frac_global
     else:
-        gene_keep = _spared_rule(exp_frac, glob_exp_frac, gene_keep, real_data_percentage)
+        gene_keep = _spared_rule(exp_frac, glob_exp_frac, gene_keep, spared_target)
     if not gene_keep.any():
         msg = "No gene passes the gene filter; relax min_counts_gene / min_frac_slide / min_frac_global."
         raise ValueError(msg)
@@ -204,7 +227,7 @@ def filter(
         "min_frac_slide": min_frac_slide,
         "min_frac_global": min_frac_global,
         "rule": rule,
-        "real_data_percentage": real_data_percentage,
+        "real_data_percentage": spared_target,
         "layer": layer,
         "library_key": library_key,
     }

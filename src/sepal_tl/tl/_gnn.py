@@ -176,30 +176,25 @@ class SpatialHead(nn.Module):
         edge_index: torch.Tensor,
         batch: torch.Tensor,
         ptr: torch.Tensor,
-        offsets: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Per-gene correction for each graph's centre.
 
         Parameters
         ----------
         x
-            Node embeddings ``(n_nodes, in_dim)`` when ``offsets`` is given; otherwise node features already
-            joined with the encoding, ``(n_nodes, feature_dim)``.
+            Node features ``(n_nodes, feature_dim)``: the embeddings joined with the positional encoding by
+            :meth:`features`.
         edge_index
             ``(2, n_edges)`` local edges.
         batch
             ``(n_nodes,)`` graph id of every node.
         ptr
             ``(n_graphs + 1,)`` start of each graph; its first node is the centre.
-        offsets
-            ``(n_nodes, 2)`` offsets from the centre; when given, :meth:`features` is applied to ``x`` first.
 
         Returns
         -------
         ``(n_graphs, n_genes)`` corrections, to be added to the centres' local predictions.
         """
-        if offsets is not None:
-            x = self.features(x, offsets)
         if x.ndim != 2 or x.shape[1] != self.feature_dim:
             msg = f"expected node features of width {self.feature_dim}, got shape {tuple(x.shape)}."
             raise ValueError(msg)

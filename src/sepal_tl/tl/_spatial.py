@@ -49,13 +49,8 @@ class SpatialInputs:
         """Local prediction + graph correction (model scale) for the spots ``centres``."""
         device = next(head.parameters()).device
         batch = collate_subgraphs(self.neighbourhoods, centres, array_coords=self.coords)
-        correction = head(
-            self.embeddings[batch.node_index].to(device),
-            batch.edge_index.to(device),
-            batch.batch.to(device),
-            batch.ptr.to(device),
-            batch.offsets.to(device),
-        )
+        features = head.features(self.embeddings[batch.node_index].to(device), batch.offsets.to(device))
+        correction = head(features, batch.edge_index.to(device), batch.batch.to(device), batch.ptr.to(device))
         return self.local[batch.centres].to(device) + correction.float()
 
     def predict(self, head: SpatialHead, *, batch_size: int, device: str | None) -> np.ndarray:
