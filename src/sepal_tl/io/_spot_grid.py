@@ -18,7 +18,7 @@ from scipy import ndimage, sparse
 from sepal_tl._logging import logger
 from sepal_tl._uns import record
 from sepal_tl._validation import check_choice, check_positive
-from sepal_tl.io._common import check_library_id, spatial_entry
+from sepal_tl.io._common import check_library_id, hires_lowres, spatial_entry
 from sepal_tl.io._images import (
     _existing_file,
     downscale,
@@ -167,6 +167,104 @@ def _load(image) -> tuple[np.ndarray | None, Path | None, tuple[int, int]]:
     raise TypeError(msg)
 
 
+def _check_fractions(tissue_threshold: float, min_tissue_fraction: float) -> None:
+    for name, value in (("tissue_threshold", tissue_threshold), ("min_tissue_fraction", min_tissue_fraction)):
+        if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+            msg = f"{name} must be a number, got {type(value).__name__} ({value!r})."
+            raise TypeError(msg)
+    if not 0 < float(tissue_threshold) < 1:
+        msg = f"tissue_threshold must lie strictly between 0 and 1 (an HSV saturation), got {tissue_threshold!r}."
+        raise ValueError(msg)
+    if not 0 < float(min_tissue_fraction) <= 1:
+        msg = f"min_tissue_fraction must lie in (0, 1], got {min_tissue_fraction!r}."
+        raise ValueError(msg)
+
+
+def _mask_copy(
+    array: np.ndarray | None, path: Path | None, size: tuple[int, int], diameter: float
+) -> tuple[np.ndarray, float]:
+    """The downscaled copy the tissue is found on, and its scale.
+
+    Its longest side is at least ``HIRES_MAX_SIDE``, larger when spots would be tiny there (at most
+    ``_MAX_MASK_SIDE``).
+    """
+    longest = max(size)
+    mask_side = min(longest, max(HIRES_MAX_SIDE, int(np.ceil(longest * _MIN_SPOT_MASK_PX / diameter))), _MAX_MASK_SIDE)
+    if path is not None:
+        return read_image_downscaled(path, max_side=mask_side)
+    target, mask_scale = scaled_size(size, mask_side)
+    return downscale(array, target), mask_scale
+
+
+def _tissue_or_raise(small: np.ndarray, threshold: float, spot_diameter_px: float) -> np.ndarray:
+    """:func:`tissue_mask` of ``small``, raising ``ValueError`` when it finds no tissue."""
+    mask = tissue_mask(small, threshold=threshold, spot_diameter_px=spot_diameter_px)
+    if not mask.any():
+        top = float(np.percentile(saturation(small), 99))
+        msg = (
+            f"No tissue found in the image: no region has HSV saturation above tissue_threshold={threshold:g} "
+            f"(99th percentile of the image's saturation: {top:.3f}). Is it an H&E image on a bright background? "
+            "Lower tissue_threshold for pale stains."
+        )
+        raise ValueError(msg)
+    return mask
+
+
+def _spots_on_tissue(
+    mask: np.ndarray,
+    mask_scale: float,
+    size: tuple[int, int],
+    *,
+    pitch: float,
+    diameter: float,
+    geometry: str,
+    min_fraction: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(array_row, array_col, x, y, tissue_fraction)`` of the grid points whose disc is enough tissue."""
+    rows, cols, x, y = (_hex_grid if geometry == "hex" else _square_grid)(size, pitch)
+    fraction = _disc_fraction(
+        mask,
+        np.floor(y * mask_scale).astype(np.int64),
+        np.floor(x * mask_scale).astype(np.int64),
+        diameter * mask_scale / 2,
+    )
+    keep = fraction >= min_fraction
+    if not keep.any():
+        msg = (
+            f"Tissue covers {100 * mask.mean():.2f} % of the image, but no spot disc is at least "
+            f"{100 * min_fraction:g} % tissue. Lower min_tissue_fraction or tissue_threshold, or check "
+            "spot_diameter_px / pitch_px."
+        )
+        raise ValueError(msg)
+    return rows[keep], cols[keep], x[keep], y[keep], fraction[keep]
+
+
+def _grid_adata(
+    library_id: str, rows: np.ndarray, cols: np.ndarray, fraction: np.ndarray, spatial: np.ndarray
+) -> AnnData:
+    """The virtual spots as an AnnData without genes."""
+    obs = pd.DataFrame(
+        {
+            "library_id": pd.Categorical([library_id] * len(rows)),
+            "array_row": rows.astype(np.int64),
+            "array_col": cols.astype(np.int64),
+            "tissue_fraction": fraction.astype(np.float32),
+        },
+        index=pd.Index([f"{library_id}_{r}_{c}" for r, c in zip(rows, cols, strict=True)]),
+    )
+    adata = AnnData(X=sparse.csr_matrix((len(rows), 0), dtype=np.float32), obs=obs)
+    adata.obsm["spatial"] = spatial.astype(np.float64)
+    return adata
+
+
+def _spatial_entry(small: np.ndarray, size: tuple[int, int], diameter: float, metadata: dict) -> dict:
+    """``uns["spatial"][library_id]``: hires (from the mask copy ``small``) and lowres images, scale factors."""
+    hires_size, hires_scale = scaled_size(size, HIRES_MAX_SIDE)
+    hires = small if small.shape[:2] == hires_size else downscale(small, hires_size)
+    images, scales = hires_lowres(hires, size, hires_scale, lowres_side=LOWRES_MAX_SIDE)
+    return spatial_entry(images, {"spot_diameter_fullres": diameter, **scales}, metadata)
+
+
 def spot_grid(
     image: str | os.PathLike | np.ndarray,
     *,
@@ -243,16 +341,7 @@ def spot_grid(
     diameter = check_positive("spot_diameter_px", spot_diameter_px)
     default_pitch = diameter * (VISIUM_PITCH_PER_DIAMETER if geometry == "hex" else 1 / SPOT_DIAMETER_PER_PITCH)
     pitch = default_pitch if pitch_px is None else check_positive("pitch_px", pitch_px)
-    for name, value in (("tissue_threshold", tissue_threshold), ("min_tissue_fraction", min_tissue_fraction)):
-        if isinstance(value, bool) or not isinstance(value, int | float | np.number):
-            msg = f"{name} must be a number, got {type(value).__name__} ({value!r})."
-            raise TypeError(msg)
-    if not 0 < float(tissue_threshold) < 1:
-        msg = f"tissue_threshold must lie strictly between 0 and 1 (an HSV saturation), got {tissue_threshold!r}."
-        raise ValueError(msg)
-    if not 0 < float(min_tissue_fraction) <= 1:
-        msg = f"min_tissue_fraction must lie in (0, 1], got {min_tissue_fraction!r}."
-        raise ValueError(msg)
+    _check_fractions(tissue_threshold, min_tissue_fraction)
     if microns_per_pixel is not None:
         microns_per_pixel = check_positive("microns_per_pixel", microns_per_pixel)
     array, path, size = _load(image)
@@ -262,98 +351,31 @@ def spot_grid(
             "diameter in full-resolution pixels of this image."
         )
         raise ValueError(msg)
-
-    # the copy the tissue is found on: at least HIRES_MAX_SIDE, larger when spots would be tiny there
-    longest = max(size)
-    mask_side = min(longest, max(HIRES_MAX_SIDE, int(np.ceil(longest * _MIN_SPOT_MASK_PX / diameter))), _MAX_MASK_SIDE)
-    if path is not None:
-        small, mask_scale = read_image_downscaled(path, max_side=mask_side)
-    else:
-        target, mask_scale = scaled_size(size, mask_side)
-        small = downscale(array, target)
-    mask = tissue_mask(small, threshold=float(tissue_threshold), spot_diameter_px=diameter * mask_scale)
-    if not mask.any():
-        top = float(np.percentile(saturation(small), 99))
-        msg = (
-            f"No tissue found in the image: no region has HSV saturation above tissue_threshold={tissue_threshold:g} "
-            f"(99th percentile of the image's saturation: {top:.3f}). Is it an H&E image on a bright background? "
-            "Lower tissue_threshold for pale stains."
-        )
-        raise ValueError(msg)
-
-    rows, cols, x, y = (_hex_grid if geometry == "hex" else _square_grid)(size, pitch)
-    fraction = _disc_fraction(
-        mask,
-        np.floor(y * mask_scale).astype(np.int64),
-        np.floor(x * mask_scale).astype(np.int64),
-        diameter * mask_scale / 2,
+    small, mask_scale = _mask_copy(array, path, size, diameter)
+    mask = _tissue_or_raise(small, float(tissue_threshold), diameter * mask_scale)
+    rows, cols, x, y, fraction = _spots_on_tissue(
+        mask, mask_scale, size, pitch=pitch, diameter=diameter, geometry=geometry, min_fraction=min_tissue_fraction
     )
-    keep = fraction >= min_tissue_fraction
-    if not keep.any():
-        msg = (
-            f"Tissue covers {100 * mask.mean():.2f} % of the image, but no spot disc is at least "
-            f"{100 * min_tissue_fraction:g} % tissue. Lower min_tissue_fraction or tissue_threshold, or check "
-            "spot_diameter_px / pitch_px."
-        )
-        raise ValueError(msg)
-    rows, cols, x, y, fraction = rows[keep], cols[keep], x[keep], y[keep], fraction[keep]
-
-    hires_size, hires_scale = scaled_size(size, HIRES_MAX_SIDE)
-    hires = small if small.shape[:2] == hires_size else downscale(small, hires_size)
-    lowres_size, lowres_scale = scaled_size(size, LOWRES_MAX_SIDE)
-    scalefactors = {
-        "spot_diameter_fullres": diameter,
-        "tissue_hires_scalef": float(hires_scale),
-        "tissue_lowres_scalef": float(lowres_scale),
-    }
-    metadata: dict[str, object] = {
-        "source": "sepal_tl.io.spot_grid",
-        "pitch_px": pitch,
-        "geometry": geometry,
-        "tissue_threshold": float(tissue_threshold),
-        "min_tissue_fraction": float(min_tissue_fraction),
-        "tissue_fraction_of_image": float(mask.mean()),
-    }
-    if path is not None:
-        metadata["source_image_path"] = str(path)
-    if microns_per_pixel is not None:
-        metadata["microns_per_pixel"] = microns_per_pixel
-    if path is None and longest > HIRES_MAX_SIDE:
+    if path is None and max(size) > HIRES_MAX_SIDE:
         logger.warning(
             "spot_grid: the image was given as an array, so only downscaled copies (longest side %d px) are kept. "
             "Pass the image again (image={%r: array}) when cutting patches, or give a file path.",
             HIRES_MAX_SIDE,
             library_id,
         )
-
-    obs = pd.DataFrame(
-        {
-            "library_id": pd.Categorical([library_id] * len(rows)),
-            "array_row": rows.astype(np.int64),
-            "array_col": cols.astype(np.int64),
-            "tissue_fraction": fraction.astype(np.float32),
-        },
-        index=pd.Index([f"{library_id}_{r}_{c}" for r, c in zip(rows, cols, strict=True)]),
-    )
-    adata = AnnData(X=sparse.csr_matrix((len(rows), 0), dtype=np.float32), obs=obs)
-    adata.obsm["spatial"] = np.column_stack([x, y]).astype(np.float64)
-    images = {"hires": hires, "lowres": downscale(hires, lowres_size)}
-    adata.uns["spatial"] = {library_id: spatial_entry(images, scalefactors, metadata)}
-    record(
-        adata,
-        "io",
-        "spot_grid",
-        {
-            "image": str(path) if path is not None else "array",
-            "spot_diameter_px": diameter,
-            "pitch_px": pitch,
-            "geometry": geometry,
-            "tissue_threshold": float(tissue_threshold),
-            "min_tissue_fraction": float(min_tissue_fraction),
-            "library_id": library_id,
-            "microns_per_pixel": microns_per_pixel,
-        },
-    )
+    adata = _grid_adata(library_id, rows, cols, fraction, np.column_stack([x, y]))
+    metadata: dict[str, object] = {"source": "sepal_tl.io.spot_grid", "pitch_px": pitch, "geometry": geometry}
+    metadata |= {"tissue_threshold": float(tissue_threshold), "min_tissue_fraction": float(min_tissue_fraction)}
+    metadata["tissue_fraction_of_image"] = float(mask.mean())
+    if path is not None:
+        metadata["source_image_path"] = str(path)
+    if microns_per_pixel is not None:
+        metadata["microns_per_pixel"] = microns_per_pixel
+    adata.uns["spatial"] = {library_id: _spatial_entry(small, size, diameter, metadata)}
+    params = {"image": str(path) if path is not None else "array", "spot_diameter_px": diameter, "pitch_px": pitch}
+    params |= {"geometry": geometry, "tissue_threshold": float(tissue_threshold)}
+    params |= {"min_tissue_fraction": float(min_tissue_fraction), "library_id": library_id}
+    record(adata, "io", "spot_grid", {**params, "microns_per_pixel": microns_per_pixel})
     logger.info(
         "spot_grid %r: %d virtual spots (pitch %.1f px, diameter %.1f px), tissue %.1f %% of the image",
         library_id,
