@@ -61,53 +61,8 @@ def _strip_version(ids: pd.Series) -> pd.Series:
     return out
 
 
-def gene_lengths_from_gtf(path: str | os.PathLike[str], *, chunksize: int = 500_000) -> pd.DataFrame:
-    """Compute the merged exon length of every gene in a GTF file.
-
-    The merged length of a gene is the number of bp covered by the union of the exon intervals of
-    all its transcripts: overlapping (or nested) exons are counted once. GTF coordinates are
-    1-based and inclusive, so an exon ``[start, end]`` covers ``end - start + 1`` bp.
-
-    Parameters
-    ----------
-    path
-        A GTF file, plain or gzip-compressed (``.gz``). Only ``exon`` records are used; the
-        ``gene_id`` attribute is required, ``gene_name`` is optional.
-    chunksize
-        Number of GTF lines read at a time (bounds the memory used by the attribute column).
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per gene, in order of first appearance in the GTF, with columns
-
-        ``gene_id``
-            Ensembl id without version (for ids starting with ``ENS``; others are kept as is).
-        ``gene_id_version``
-            The ``gene_id`` attribute as written in the GTF.
-        ``gene_name``
-            The ``gene_name`` attribute (``NaN`` when absent).
-        ``chrom``
-            Sequence name of the gene's first exon.
-        ``length``
-            Merged exon length in bp (``int64``).
-
-        Rows whose unversioned ``gene_id`` repeats an earlier one (GENCODE's ``_PAR_Y`` copies of
-        the pseudoautosomal genes) are dropped, keeping the first (the chrX copy). All sequences
-        are kept, including chrM and unplaced scaffolds.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``path`` does not exist.
-    ValueError
-        If the file has no ``exon`` record with a ``gene_id``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        msg = f"GTF file not found: {str(path)!r}"
-        raise FileNotFoundError(msg)
-
+def _read_exons(path: Path, chunksize: int) -> pd.DataFrame:
+    """The exon records of a GTF with a ``gene_id``: ``gene_id_version``, ``gene_name``, ``chrom``, ``start``, ``end``."""
     reader = pd.read_csv(
         path,
         sep="\t",
@@ -147,18 +102,20 @@ def gene_lengths_from_gtf(path: str | os.PathLike[str], *, chunksize: int = 500_
     if ex.empty:
         msg = f"No 'exon' records with a gene_id attribute found in GTF {str(path)!r}."
         raise ValueError(msg)
+    return ex
 
-    # One integer code per gene, in order of first appearance.
-    codes, uniques = pd.factorize(ex["gene_id_version"], sort=False)
-    first_row = pd.Series(np.arange(len(ex))).groupby(codes).first().to_numpy()
 
-    # Union length per gene. With the exons of a gene sorted by start, every position of exon i up
-    # to the running maximum end of the exons before it is already covered (the exon holding that
-    # maximum starts no later than exon i), so exon i adds max(0, end_i - max(start_i - 1, prev_max)).
-    order = np.lexsort((ex["start"].to_numpy(), codes))
+def _merged_lengths(codes: np.ndarray, start: np.ndarray, end: np.ndarray, n_genes: int) -> np.ndarray:
+    """Length of the union of the intervals ``[start, end]`` (1-based, inclusive) of each gene ``codes``.
+
+    With the exons of a gene sorted by start, every position of exon i up to the running maximum end of the
+    exons before it is already covered (the exon holding that maximum starts no later than exon i), so exon i
+    adds ``max(0, end_i - max(start_i - 1, prev_max))``.
+    """
+    order = np.lexsort((start, codes))
     g = codes[order]
-    start = ex["start"].to_numpy()[order]
-    end = ex["end"].to_numpy()[order]
+    start = start[order]
+    end = end[order]
     run_max = pd.Series(end).groupby(g).cummax().to_numpy()
     prev_max = np.empty_like(run_max)
     prev_max[1:] = run_max[:-1]
@@ -166,7 +123,70 @@ def gene_lengths_from_gtf(path: str | os.PathLike[str], *, chunksize: int = 500_
     new_gene[1:] = g[1:] != g[:-1]
     prev_max[new_gene] = np.iinfo(np.int64).min
     added = np.clip(end - np.maximum(start - 1, prev_max), 0, None)
-    length = np.bincount(g, weights=added, minlength=len(uniques)).astype(np.int64)
+    return np.bincount(g, weights=added, minlength=n_genes).astype(np.int64)
+
+
+def gene_lengths_from_gtf(path: str | os.PathLike[str], *, chunksize: int = 500_000) -> pd.DataFrame:
+    r"""Compute the merged exon length of every gene in a GTF file.
+
+    The merged length of a gene is the number of bp covered by the union of the exon intervals of
+    all its transcripts: overlapping (or nested) exons are counted once. GTF coordinates are
+    1-based and inclusive, so an exon ``[start, end]`` covers ``end - start + 1`` bp.
+
+    Parameters
+    ----------
+    path
+        A GTF file, plain or gzip-compressed (``.gz``). Only ``exon`` records are used; the
+        ``gene_id`` attribute is required, ``gene_name`` is optional.
+    chunksize
+        Number of GTF lines read at a time (bounds the memory used by the attribute column).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per gene, in order of first appearance in the GTF, with columns
+
+        ``gene_id``
+            Ensembl id without version (for ids starting with ``ENS``; others are kept as is).
+        ``gene_id_version``
+            The ``gene_id`` attribute as written in the GTF.
+        ``gene_name``
+            The ``gene_name`` attribute (``NaN`` when absent).
+        ``chrom``
+            Sequence name of the gene's first exon.
+        ``length``
+            Merged exon length in bp (``int64``).
+
+        Rows whose unversioned ``gene_id`` repeats an earlier one (GENCODE's ``_PAR_Y`` copies of
+        the pseudoautosomal genes) are dropped, keeping the first (the chrX copy). All sequences
+        are kept, including chrM and unplaced scaffolds.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file has no ``exon`` record with a ``gene_id``.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> import sepal_tl as sepal
+    >>> exon = 'chr17\tHAVANA\texon\t{}\t{}\t.\t+\t.\tgene_id "ENSG00000141736.14"; gene_name "ERBB2";\n'
+    >>> _ = Path("genes.gtf").write_text(exon.format(100, 199) + exon.format(150, 299))  # two overlapping exons
+    >>> sepal.pp.gene_lengths_from_gtf("genes.gtf")  # merged exon length: 100 to 299, 200 bp
+               gene_id     gene_id_version gene_name  chrom  length
+    0  ENSG00000141736  ENSG00000141736.14     ERBB2  chr17     200
+    """
+    path = Path(path)
+    if not path.is_file():
+        msg = f"GTF file not found: {str(path)!r}"
+        raise FileNotFoundError(msg)
+
+    ex = _read_exons(path, chunksize)
+    codes, uniques = pd.factorize(ex["gene_id_version"], sort=False)  # one code per gene, by first appearance
+    first_row = pd.Series(np.arange(len(ex))).groupby(codes).first().to_numpy()
+    length = _merged_lengths(codes, ex["start"].to_numpy(), ex["end"].to_numpy(), len(uniques))
 
     out = pd.DataFrame(
         {
@@ -228,6 +248,16 @@ def load_gene_length_table() -> pd.DataFrame:
     pandas.DataFrame
         Columns ``gene_id`` (Ensembl, no version), ``gene_id_version``, ``gene_name``, ``chrom``
         and ``length`` (merged exon length in bp, ``int64``), in GTF order.
+
+    Examples
+    --------
+    >>> import sepal_tl as sepal
+    >>> table = sepal.pp.load_gene_length_table()
+    >>> table.columns.tolist()
+    ['gene_id', 'gene_id_version', 'gene_name', 'chrom', 'length']
+    >>> table[table["gene_name"] == "ERBB2"]
+                   gene_id     gene_id_version gene_name  chrom  length
+    49788  ENSG00000141736  ENSG00000141736.14     ERBB2  chr17    5663
     """
     return _packaged_table().copy()
 
@@ -379,6 +409,16 @@ def resolve_gene_lengths(
         the required columns, or a path has an unsupported suffix.
     TypeError
         If ``var`` or ``gene_lengths`` is of an unsupported type.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> import sepal_tl as sepal
+    >>> sepal.pp.resolve_gene_lengths(pd.Index(["ERBB2", "ENSG00000091831", "not_a_gene"]))
+    ERBB2              5663.0
+    ENSG00000091831    ...
+    not_a_gene            NaN
+    Name: gene_length, dtype: float64
     """
     if isinstance(var, pd.DataFrame):
         names = var.index
