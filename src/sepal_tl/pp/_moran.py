@@ -147,6 +147,22 @@ def select_genes(
     A copy if ``copy=True``, else ``None``. Sets ``var[key_added]`` (mean over the chosen slides),
     ``var["highly_spatial"]``, ``varm[f"{key_added}_per_slide"]`` (one column per chosen slide), the graph in
     ``obsp[connectivities_key]`` and ``uns["sepal"]["pp"]["select_genes"]``.
+
+    Examples
+    --------
+    >>> import sepal_tl as sepal
+    >>> adata = sepal.datasets.synthetic(n_slides=2, n_spots=60, n_genes=60, pitch_px=32, seed=0)
+    >>> sepal.pp.tpm(adata)
+    >>> sepal.pp.log2p(adata)
+    >>> sepal.pp.denoise(adata, layer="log2tpm")
+    >>> sepal.pp.select_genes(adata, n_top=10, slides=["slide0"])  # rank on the training slide only
+    >>> int(adata.var["highly_spatial"].sum())
+    10
+    >>> adata.var.nlargest(3, "moran_i")[["moran_i", "program"]].round(2)
+              moran_i program
+    USP17L30     0.48  immune
+    FAM9B        0.41  stroma
+    ETAA1        0.39  tumour
     """
     check_unique_var_names(adata)
     if not isinstance(n_top, int | np.integer) or n_top < 1:

@@ -72,6 +72,18 @@ def run(
     ``combat``), subset to the selected genes. Spots and genes left after each step, and the imputed fraction, are
     in ``uns["sepal"]["pp"]["summary"]``; :func:`run_summary` gives them as a table.
     """
+
+    Examples
+    --------
+    >>> import sepal_tl as sepal
+    >>> adata = sepal.datasets.synthetic(n_slides=3, n_spots=60, n_genes=60, pitch_px=32, seed=0)
+    >>> sepal.pp.run(adata, preset="synthetic", slides=["slide0"], n_top=16)  # rank genes on the training slide
+    >>> adata.shape
+    (140, 16)
+    >>> list(adata.layers)
+    ['counts', 'tpm', 'log2tpm', 'denoised', 'observed', 'combat']
+    >>> adata.uns["sepal"]["pp"]["run"]["preset"]
+    'synthetic'
     check_choice("preset", preset, list(PRESETS))
     check_unique_var_names(adata)
     check_counts_layer(adata)
@@ -128,6 +140,24 @@ def run_summary(adata: AnnData) -> pd.DataFrame:
     A table indexed by step with ``n_spots`` and ``n_genes``; ``attrs["imputed_fraction"]`` holds the fraction of
     entries the median filter imputed (over the selected genes).
     """
+
+    Examples
+    --------
+    >>> import sepal_tl as sepal
+    >>> adata = sepal.datasets.synthetic(n_slides=3, n_spots=60, n_genes=60, pitch_px=32, seed=0)
+    >>> sepal.pp.run(adata, preset="synthetic", slides=["slide0"], n_top=16)
+    >>> summary = sepal.pp.run_summary(adata)
+    >>> summary
+                  n_spots  n_genes
+    step
+    input             180       60
+    filter            140       42
+    tpm               140       42
+    denoise           140       42
+    select_genes      140       16
+    combat            140       16
+    >>> round(summary.attrs["imputed_fraction"], 2)
+    0.25
     stored = adata.uns.get("sepal", {}).get("pp", {}).get("summary")
     if stored is None:
         msg = "adata has no sepal.pp.run summary (uns['sepal']['pp']['summary']); run sepal.pp.run first."
