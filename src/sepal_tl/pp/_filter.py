@@ -80,6 +80,70 @@ def _spared_target(
     return real_data_percentage
 
 
+def _spot_filter(counts, libraries, low: float | None, high: float | None) -> np.ndarray:
+    """Spots with ``low < total counts < high``; an error when a slide keeps none."""
+    spot_keep = _within(np.asarray(counts.sum(axis=1)).ravel(), low, high)
+    empty = [str(lib) for lib, n in libraries[spot_keep].value_counts().items() if n == 0]
+    if empty:
+        msg = (
+            f"Slide(s) {empty} have no spot left after the spot filter "
+            f"({low} < total counts < {high}), so their expression fractions are undefined. "
+            "Lower min_counts_spot / raise max_counts_spot, or drop these slides first."
+        )
+        raise ValueError(msg)
+    return spot_keep
+
+
+def _expressed_fractions(counts, libraries, spot_keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per gene, over the kept spots: the minimum over slides of the fraction expressing it, and the pooled one."""
+    expressed = _nonzero(counts[spot_keep])
+    kept = libraries[spot_keep]
+    libs = kept.to_numpy()
+    per_slide = []
+    for lib in kept.value_counts().index:
+        rows = libs == lib
+        per_slide.append(_column_sums(expressed[rows]) / rows.sum())
+    return np.min(per_slide, axis=0), _column_sums(expressed) / spot_keep.sum()
+
+
+def _gene_filter(
+    totals: np.ndarray, exp_frac: np.ndarray, glob_exp_frac: np.ndarray, thresholds: dict, spared_target: float | None
+) -> np.ndarray:
+    """Genes within the count bounds and past SEPAL's fraction thresholds (or SpaRED's rule); an error if none."""
+    keep = _within(totals, thresholds["min_counts_gene"], thresholds["max_counts_gene"])
+    if spared_target is None:
+        if thresholds["min_frac_slide"] is not None:
+            keep &= exp_frac > thresholds["min_frac_slide"]
+        if thresholds["min_frac_global"] is not None:
+            keep &= glob_exp_frac > thresholds["min_frac_global"]
+    else:
+        keep = _spared_rule(exp_frac, glob_exp_frac, keep, spared_target)
+    if not keep.any():
+        msg = "No gene passes the gene filter; relax min_counts_gene / min_frac_slide / min_frac_global."
+        raise ValueError(msg)
+    return keep
+
+
+def _subset(adata: AnnData, spots: np.ndarray, genes: np.ndarray, *, layer: str | None, copy: bool) -> AnnData:
+    """``adata`` (or a copy) restricted to ``spots`` and ``genes``."""
+    if copy:
+        return adata[spots, genes].copy()
+    adata._inplace_subset_obs(spots)
+    adata._inplace_subset_var(genes)
+    return adata
+
+
+def _add_qc(adata: AnnData, layer: str | None) -> None:
+    """Refresh scanpy's QC columns in ``obs`` and ``var``."""
+    import scanpy as sc
+
+    obs_qc, var_qc = sc.pp.calculate_qc_metrics(adata, layer=layer, percent_top=None, log1p=False, inplace=False)
+    for col in obs_qc:
+        adata.obs[col] = obs_qc[col].to_numpy()
+    for col in var_qc:
+        adata.var[col] = var_qc[col].to_numpy()
+
+
 @spatialdata_aware()
 def filter(
     adata: AnnData,
@@ -154,74 +218,32 @@ def filter(
     """
     check_choice("rule", rule, ["sepal", "spared"])
     check_has_spots(adata, "sepal.pp.filter")
-    check_optional_numbers(
-        min_counts_spot=min_counts_spot,
-        max_counts_spot=max_counts_spot,
-        min_counts_gene=min_counts_gene,
-        max_counts_gene=max_counts_gene,
-        min_frac_slide=min_frac_slide,
-        min_frac_global=min_frac_global,
-        real_data_percentage=real_data_percentage,
-    )
+    thresholds = {
+        "min_counts_spot": min_counts_spot,
+        "max_counts_spot": max_counts_spot,
+        "min_counts_gene": min_counts_gene,
+        "max_counts_gene": max_counts_gene,
+        "min_frac_slide": min_frac_slide,
+        "min_frac_global": min_frac_global,
+    }
+    check_optional_numbers(**thresholds, real_data_percentage=real_data_percentage)
     spared_target = _spared_target(rule, min_frac_slide, min_frac_global, real_data_percentage)
     counts = get_matrix(adata, layer)
     check_counts(counts, what="counts" if layer is None else f"layers[{layer!r}]")
     libraries = resolve_libraries(adata, library_key)
 
-    totals = np.asarray(counts.sum(axis=1)).ravel()
-    spot_keep = _within(totals, min_counts_spot, max_counts_spot)
-    kept_libraries = libraries[spot_keep].value_counts()
-    empty = [str(lib) for lib, n in kept_libraries.items() if n == 0]
-    if empty:
-        msg = (
-            f"Slide(s) {empty} have no spot left after the spot filter "
-            f"({min_counts_spot} < total counts < {max_counts_spot}), so their expression fractions are undefined. "
-            "Lower min_counts_spot / raise max_counts_spot, or drop these slides first."
-        )
-        raise ValueError(msg)
-
-    expressed = _nonzero(counts[spot_keep])
-    kept_libs = libraries[spot_keep].to_numpy()
-    per_slide = []
-    for lib in kept_libraries.index:
-        rows = kept_libs == lib
-        per_slide.append(_column_sums(expressed[rows]) / rows.sum())
-    exp_frac = np.min(per_slide, axis=0)
-    glob_exp_frac = _column_sums(expressed) / spot_keep.sum()
-    gene_totals = _column_sums(counts[spot_keep])
-
-    gene_keep = _within(gene_totals, min_counts_gene, max_counts_gene)
-    if spared_target is None:
-        if min_frac_slide is not None:
-            gene_keep &= exp_frac > min_frac_slide
-        if min_frac_global is not None:
-            gene_keep &= glob_exp_frac > min_frac_global
-    else:
-        gene_keep = _spared_rule(exp_frac, glob_exp_frac, gene_keep, spared_target)
-    if not gene_keep.any():
-        msg = "No gene passes the gene filter; relax min_counts_gene / min_frac_slide / min_frac_global."
-        raise ValueError(msg)
+    spot_keep = _spot_filter(counts, libraries, min_counts_spot, max_counts_spot)
+    exp_frac, glob_exp_frac = _expressed_fractions(counts, libraries, spot_keep)
+    gene_keep = _gene_filter(_column_sums(counts[spot_keep]), exp_frac, glob_exp_frac, thresholds, spared_target)
 
     nonempty = np.asarray((counts[spot_keep][:, gene_keep] > 0).sum(axis=1)).ravel() > 0
-    final_spots = np.flatnonzero(spot_keep)[nonempty]
     spot_mask = np.zeros(adata.n_obs, dtype=bool)
-    spot_mask[final_spots] = True
-
+    spot_mask[np.flatnonzero(spot_keep)[nonempty]] = True
     n_obs, n_vars = adata.n_obs, adata.n_vars
-    if copy:
-        adata = adata[spot_mask, gene_keep].copy()
-    else:
-        adata._inplace_subset_obs(spot_mask)
-        adata._inplace_subset_var(gene_keep)
+    adata = _subset(adata, spot_mask, gene_keep, layer=layer, copy=copy)
     adata.var["exp_frac"] = exp_frac[gene_keep]
     adata.var["glob_exp_frac"] = glob_exp_frac[gene_keep]
-    import scanpy as sc
-
-    obs_qc, var_qc = sc.pp.calculate_qc_metrics(adata, layer=layer, percent_top=None, log1p=False, inplace=False)
-    for col in obs_qc:
-        adata.obs[col] = obs_qc[col].to_numpy()
-    for col in var_qc:
-        adata.var[col] = var_qc[col].to_numpy()
+    _add_qc(adata, layer)
 
     summary = {
         "n_spots_in": n_obs,
@@ -231,17 +253,6 @@ def filter(
         "n_genes_out": adata.n_vars,
     }
     logger.info("filter: kept %d/%d spots and %d/%d genes", adata.n_obs, n_obs, adata.n_vars, n_vars)
-    params = {
-        "min_counts_spot": min_counts_spot,
-        "max_counts_spot": max_counts_spot,
-        "min_counts_gene": min_counts_gene,
-        "max_counts_gene": max_counts_gene,
-        "min_frac_slide": min_frac_slide,
-        "min_frac_global": min_frac_global,
-        "rule": rule,
-        "real_data_percentage": spared_target,
-        "layer": layer,
-        "library_key": library_key,
-    }
-    record(adata, "pp", "filter", {**params, **summary})
+    params = {**thresholds, "rule": rule, "real_data_percentage": spared_target}
+    record(adata, "pp", "filter", {**params, "layer": layer, "library_key": library_key, **summary})
     return adata if copy else None
