@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-# The paper's configs (docs/method.md, "The benchmark pipeline" table). ``combat_key=None`` skips ComBat.
+#: ``{preset: {option: value}}``: the thresholds of :func:`~sepal_tl.pp.run` per dataset family. ``visium`` and
+#: ``stnet`` are the paper's values for its 10x Visium and ST-Net datasets; ``her2st`` (fewer spots per section, one
+#: shallow section) and ``synthetic`` (:func:`~sepal_tl.datasets.synthetic`) are ours. ``combat_key=None`` skips ComBat.
 PRESETS = MappingProxyType(
     {
         # 10x Visium, the paper's V1_Breast_Cancer_Block_A setting; the final model uses no ComBat.
