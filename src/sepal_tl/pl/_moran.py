@@ -21,6 +21,63 @@ def _label_column(cutoff: float | None) -> float:
     return 0.55  # pragma: no cover - the three windows cover every cut-off
 
 
+def _selected_flags(adata: AnnData, key: str, selected_key: str | None) -> np.ndarray | None:
+    """``var[selected_key]`` as a boolean array (``None`` without a key), after checking both columns exist."""
+    if key not in adata.var.columns:
+        msg = (
+            f"adata.var[{key!r}] is missing. Run sepal.pp.select_genes (or sepal.pp.run) first, or pass key= naming "
+            "the column with Moran's I."
+        )
+        raise KeyError(msg)
+    if selected_key is None:
+        return None
+    if selected_key not in adata.var.columns:
+        msg = (
+            f"adata.var[{selected_key!r}] is missing. Run sepal.pp.select_genes first, or pass "
+            "selected_key=None to colour the top n_top genes."
+        )
+        raise KeyError(msg)
+    flags = adata.var[selected_key]
+    if flags.isna().any() or flags.dtype != bool:
+        msg = f"adata.var[{selected_key!r}] must be boolean (True = selected), got dtype {flags.dtype}."
+        raise ValueError(msg)
+    return flags.to_numpy()
+
+
+def _ranking(
+    adata: AnnData, key: str, selected: np.ndarray | None, n_top: int | None
+) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """Genes with a finite I from the highest down, their I, and the checked cut-off (default: the selected)."""
+    values = np.asarray(adata.var[key], dtype=float)
+    finite = np.flatnonzero(np.isfinite(values))
+    if finite.size == 0:
+        msg = f"adata.var[{key!r}] has no finite value; nothing to plot."
+        raise ValueError(msg)
+    order = finite[np.argsort(-values[finite], kind="stable")]
+    if n_top is None and selected is not None:
+        n_top = int(selected.sum())
+    if n_top is not None and (not isinstance(n_top, int | np.integer) or not 0 < n_top <= order.size):
+        msg = f"n_top must be an integer between 1 and the {order.size} ranked genes, got {n_top!r}."
+        raise ValueError(msg)
+    return order, values[order], n_top
+
+
+def _label_top_genes(ax: Axes, names: list[str], ranked: np.ndarray, *, column_x: float) -> None:
+    """Name the top genes in a column in the upper right (empty above a decreasing curve), with leader lines."""
+    for rank, name in enumerate(names):
+        ax.annotate(
+            name,
+            (rank + 1, ranked[rank]),
+            xytext=(column_x, 0.95 - 0.075 * rank),
+            textcoords="axes fraction",
+            fontsize="x-small",
+            ha="left",
+            va="center",
+            arrowprops={"arrowstyle": "-", "color": "0.55", "linewidth": 0.5, "shrinkA": 1, "shrinkB": 3},
+            gid="gene_label",
+        )
+
+
 @spatialdata_aware()
 def moran(
     adata: AnnData,
@@ -76,42 +133,12 @@ def moran(
     -------
     The Figure if ``return_fig``, ``None`` if the figure was shown, else the Axes.
     """
-    if key not in adata.var.columns:
-        msg = (
-            f"adata.var[{key!r}] is missing. Run sepal.pp.select_genes (or sepal.pp.run) first, or pass key= naming "
-            "the column with Moran's I."
-        )
-        raise KeyError(msg)
-    selected = None
-    if selected_key is not None:
-        if selected_key not in adata.var.columns:
-            msg = (
-                f"adata.var[{selected_key!r}] is missing. Run sepal.pp.select_genes first, or pass "
-                "selected_key=None to colour the top n_top genes."
-            )
-            raise KeyError(msg)
-        flags = adata.var[selected_key]
-        if flags.isna().any() or flags.dtype != bool:
-            msg = f"adata.var[{selected_key!r}] must be boolean (True = selected), got dtype {flags.dtype}."
-            raise ValueError(msg)
-        selected = flags.to_numpy()
+    selected = _selected_flags(adata, key, selected_key)
     if not isinstance(n_labels, int | np.integer) or n_labels < 0:
         msg = f"n_labels must be a non-negative integer, got {n_labels!r}."
         raise ValueError(msg)
-
-    values = np.asarray(adata.var[key], dtype=float)
-    finite = np.flatnonzero(np.isfinite(values))
-    if finite.size == 0:
-        msg = f"adata.var[{key!r}] has no finite value; nothing to plot."
-        raise ValueError(msg)
-    order = finite[np.argsort(-values[finite], kind="stable")]
-    if n_top is None and selected is not None:
-        n_top = int(selected.sum())
-    if n_top is not None and (not isinstance(n_top, int | np.integer) or not 0 < n_top <= order.size):
-        msg = f"n_top must be an integer between 1 and the {order.size} ranked genes, got {n_top!r}."
-        raise ValueError(msg)
+    order, ranked, n_top = _ranking(adata, key, selected, n_top)
     ranks = np.arange(1, order.size + 1)
-    ranked = values[order]
     chosen = selected[order] if selected is not None else ranks <= (n_top or 0)
 
     ax_given = ax is not None
@@ -126,20 +153,8 @@ def moran(
     if n_top is not None:
         ax.axvline(n_top + 0.5, color="C3", linestyle="--", linewidth=1.2, label=f"n_top = {n_top}", gid="cutoff")
     xmax = order.size + 1
-    column_x = _label_column(None if n_top is None else (n_top + 0.5) / xmax)
-    for rank in range(min(n_labels, order.size)):
-        # names stacked in a column in the upper right (empty above a decreasing curve), with leader lines
-        ax.annotate(
-            str(adata.var_names[order[rank]]),
-            (ranks[rank], ranked[rank]),
-            xytext=(column_x, 0.95 - 0.075 * rank),
-            textcoords="axes fraction",
-            fontsize="x-small",
-            ha="left",
-            va="center",
-            arrowprops={"arrowstyle": "-", "color": "0.55", "linewidth": 0.5, "shrinkA": 1, "shrinkB": 3},
-            gid="gene_label",
-        )
+    names = [str(adata.var_names[i]) for i in order[: min(n_labels, order.size)]]
+    _label_top_genes(ax, names, ranked, column_x=_label_column(None if n_top is None else (n_top + 0.5) / xmax))
     ax.set_xlabel("Gene rank")
     ax.set_ylabel(f"Moran's I ({key})")
     ax.set_title(f"Moran's I of {order.size} genes", fontsize="medium")
