@@ -15,6 +15,9 @@ from scipy import sparse
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.exists(), reason="../shared/data is not available")
 
+#: The smallest encoder setup the model tests train: a randomly initialised ViT-Tiny on 32-pixel patches, on CPU.
+TINY = {"backbone": "vit_tiny_patch16_224", "pretrained": False, "patch_size": 32, "device": "cpu"}
+
 
 def _nan_as_text(value):
     """``uns`` with float NaN replaced by a marker, since NaN != NaN would fail an equality check."""

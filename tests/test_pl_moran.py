@@ -30,12 +30,6 @@ def adata():
     return AnnData(np.zeros((3, 40), dtype=np.float32), var=var)
 
 
-@pytest.fixture(autouse=True)
-def _close():
-    yield
-    plt.close("all")
-
-
 def _by_gid(ax, gid):
     return [a for a in (*ax.get_lines(), *ax.collections, *ax.texts) if a.get_gid() == gid]
 
@@ -76,14 +70,12 @@ def test_moran_options(adata):
     assert sepal.pl.moran(adata, show=True) is None
 
 
-def test_moran_after_the_pipeline():
-    data = sepal.datasets.synthetic(n_slides=2, n_spots=100, n_genes=80, seed=2)
-    sepal.pp.run(data, preset="synthetic", n_top=10, combat_key=None)
-    ax = sepal.pl.moran(data)
+def test_moran_after_the_pipeline(processed):
+    ax = sepal.pl.moran(processed)
     (cutoff,) = _by_gid(ax, "cutoff")
-    assert cutoff.get_xdata()[0] == pytest.approx(10.5)  # the pipeline kept only the selected genes
+    assert cutoff.get_xdata()[0] == pytest.approx(16.5)  # the pipeline kept only the 16 selected genes
     (chosen,) = _by_gid(ax, "selected")
-    assert len(chosen.get_offsets()) == data.n_vars == 10
+    assert len(chosen.get_offsets()) == processed.n_vars == 16
 
 
 def test_moran_errors(adata):

@@ -1,7 +1,5 @@
 """sepal.pl.pcc_histogram and sepal.pl.metrics, checked on the drawn figure."""
 
-import warnings
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -18,27 +16,6 @@ from sepal_tl.pl._metrics import NA_GID
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 METRICS = ["MSE", "MAE", "PCC-Gene", "R2-Gene", "PCC-Patch", "R2-Patch"]
-
-
-@pytest.fixture(scope="module")
-def evaluated():
-    """Pipeline data (no network fit) with two fake predictions, both evaluated on the test split."""
-    adata = sepal.datasets.synthetic(n_slides=3, n_spots=120, n_genes=100, seed=1)
-    sepal.pp.run(adata, preset="synthetic", n_top=16)
-    rng = np.random.default_rng(1)
-    adata.layers["sepal"] = (adata.layers["denoised"] + rng.normal(0, 0.5, adata.shape)).astype(np.float32)
-    adata.layers["sepal_local"] = (adata.layers["denoised"] + rng.normal(0, 1.0, adata.shape)).astype(np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        spatial = sepal.tl.evaluate(adata, pred="sepal", split="test")
-        local = sepal.tl.evaluate(adata, pred="sepal_local", split="test")
-    return adata, spatial, local
-
-
-@pytest.fixture(autouse=True)
-def _close():
-    yield
-    plt.close("all")
 
 
 def _bars(ax):

@@ -1,7 +1,5 @@
 """sepal.pl.gene_map and sepal.pl.denoising: spots on the H&E, checked on the drawn figure."""
 
-import warnings
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -18,28 +16,12 @@ from sepal_tl.pl._utils import IMPUTED_GID, SPOTS_GID
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def base():
-    """Three synthetic slides through the pipeline (no network fit), with fake predictions, evaluated on test."""
-    adata = sepal.datasets.synthetic(n_slides=3, n_spots=120, n_genes=100, seed=0)
-    sepal.pp.run(adata, preset="synthetic", n_top=16)
-    rng = np.random.default_rng(0)
-    adata.layers["sepal"] = (adata.layers["denoised"] + rng.normal(0, 0.5, adata.shape)).astype(np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        sepal.tl.evaluate(adata, pred="sepal", split="test")
-    return adata
-
-
 @pytest.fixture
-def adata(base):
-    return base.copy()
-
-
-@pytest.fixture(autouse=True)
-def _close():
-    yield
-    plt.close("all")
+def adata(evaluated):
+    """The shared evaluated data with the spatial prediction only (no ``sepal_local`` layer)."""
+    adata = evaluated[0].copy()
+    del adata.layers["sepal_local"]
+    return adata
 
 
 def _test_library(adata) -> str:
@@ -285,16 +267,6 @@ def test_gene_map_single_panel_into_ax_and_layer(adata):
     assert right.get_title().startswith(f"{gene} · sepal")
     with pytest.raises(ValueError, match="ax= draws one panel, but 2 gene"):
         sepal.pl.gene_map(adata, list(adata.var_names[:2]), layer="sepal", library_id=lib, ax=left)
-
-
-@pytest.fixture
-def figdir(tmp_path):
-    import scanpy as sc
-
-    saved = sc.settings.figdir, sc.settings.file_format_figs
-    sc.settings.figdir, sc.settings.file_format_figs = tmp_path, "png"
-    yield tmp_path
-    sc.settings.figdir, sc.settings.file_format_figs = saved
 
 
 def test_save_follows_scanpy(adata, figdir):

@@ -35,12 +35,6 @@ def model():
     return SimpleNamespace(history={"encoder": _stage(12, 7), "spatial": _stage(6, 2)})
 
 
-@pytest.fixture(autouse=True)
-def _close():
-    yield
-    plt.close("all")
-
-
 def _lines(ax, gid):
     return [line for line in ax.get_lines() if line.get_gid() == gid]
 

@@ -1,7 +1,6 @@
 """The brief's calls on SpatialData: spatialdata-io's Visium reader and :func:`sepal_tl.io.to_spatialdata`."""
 
 import warnings
-from pathlib import Path
 
 import matplotlib as mpl
 
@@ -9,8 +8,7 @@ mpl.use("Agg")
 
 import numpy as np
 import pytest
-import scanpy as sc
-from _helpers import DATA, assert_same
+from _helpers import DATA, TINY, assert_same
 from matplotlib import pyplot as plt
 from spatialdata import SpatialData
 
@@ -18,7 +16,6 @@ import sepal_tl as sepal
 from sepal_tl.pl._utils import SPOTS_GID
 
 TOY = DATA / "fixtures" / "visium_toy_scanpy"
-TINY = {"backbone": "vit_tiny_patch16_224", "pretrained": False, "patch_size": 32, "device": "cpu"}
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +65,13 @@ def test_from_spatialdata_reads_spatialdata_io_visium(toy_sdata):
     assert adata.uns["spatial"]["toy"]["images"]["lowres"].shape == (600, 600, 3)  # RGBA/RGB -> RGB
 
 
-@pytest.fixture(scope="module")
-def synthetic_sdata():
-    adata = sepal.datasets.synthetic(n_slides=3, n_spots=120, n_genes=60, seed=2, pitch_px=32)
-    return sepal.io.to_spatialdata(adata)
+@pytest.fixture
+def synthetic_sdata(synthetic_raw):
+    return sepal.io.to_spatialdata(synthetic_raw.copy())
 
 
-def test_whole_workflow_on_to_spatialdata(synthetic_sdata, tmp_path):
+@pytest.mark.slow
+def test_whole_workflow_on_to_spatialdata(synthetic_sdata, figdir):
     """pp.run -> tl.fit -> tl.evaluate -> pl on a SpatialData; then H&E-only prediction becomes a table."""
     sdata = synthetic_sdata
     assert sepal.pp.run(sdata, preset="synthetic", n_top=16) is None
@@ -86,14 +83,10 @@ def test_whole_workflow_on_to_spatialdata(synthetic_sdata, tmp_path):
     np.testing.assert_array_equal(table.obsm["spatial"], own)  # the table's own coordinates are put back
     metrics = sepal.tl.evaluate(sdata, pred="sepal", split="test")
     assert np.isfinite(metrics.loc["sepal", "MSE"])
-    figdir, sc.settings.figdir = sc.settings.figdir, tmp_path
-    try:
-        sepal.pl.moran(sdata, save=True, show=False)
-        sepal.pl.gene_map(sdata, table.var_names[0], library_id="slide2", save="_slide2.png", show=False)
-    finally:
-        sc.settings.figdir = figdir
-    assert (Path(tmp_path) / f"moran.{sc.settings.file_format_figs}").is_file()
-    assert (Path(tmp_path) / "gene_map_slide2.png").is_file()
+    sepal.pl.moran(sdata, save=True, show=False)
+    sepal.pl.gene_map(sdata, table.var_names[0], library_id="slide2", save="_slide2.png", show=False)
+    assert (figdir / "moran.png").is_file()
+    assert (figdir / "gene_map_slide2.png").is_file()
 
     # H&E only: the spots of slide2 without expression -> a new table "sepal" annotating the same shapes
     processed = sepal.io.from_spatialdata(sdata)

@@ -58,6 +58,7 @@ def test_torch_files_are_read_without_pickle_and_prefixes_are_stripped(tmp_path)
         read_state_dict(tmp_path / "broken.safetensors")
 
 
+@pytest.mark.slow
 def test_layerscale_vit_needs_its_model_kwargs(tmp_path):
     import timm
 
@@ -163,6 +164,7 @@ print("hub ok")
 """
 
 
+@pytest.mark.slow
 @needs_weights
 def test_hub_model_loads_from_an_offline_cache(tmp_path):
     commit = "0" * 40
@@ -224,13 +226,7 @@ def test_ridge_matches_the_normal_equations_and_picks_the_best_validation_penalt
     assert alpha_gcv <= 1e-2 * scale  # GCV without validation rows also finds the low-noise fit
 
 
-@pytest.fixture(scope="module")
-def processed():
-    adata = sepal.datasets.synthetic(n_slides=3, n_spots=120, n_genes=60, seed=2, pitch_px=32)
-    sepal.pp.run(adata, preset="synthetic", n_top=16)
-    return adata
-
-
+@pytest.mark.slow
 def test_frozen_head_is_the_ridge_fit_on_standardised_embeddings(processed):
     adata = processed.copy()
     model = sepal.tl.fit_encoder(adata, backbone="resnet18", pretrained=False, freeze=True, patch_size=32, device="cpu")
@@ -254,6 +250,7 @@ def test_frozen_head_is_the_ridge_fit_on_standardised_embeddings(processed):
     np.testing.assert_allclose(adata.layers["sepal_local"], expected, rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_embed_then_fit_on_the_key_and_predict(processed, tmp_path):
     adata = processed.copy()
     sepal.tl.embed(adata, "resnet18", pretrained=False, patch_size=32, device="cpu")
@@ -312,6 +309,7 @@ def test_embedding_inputs_are_checked_before_anything_is_written(processed):
     np.testing.assert_array_equal(absolute.offset, 0)
 
 
+@pytest.mark.slow
 @needs_weights
 def test_embed_with_a_weights_file_attaches_the_same_encoder(processed):
     adata = processed[processed.obs["library_id"] != "slide2"].copy()

@@ -2,23 +2,9 @@
 
 import numpy as np
 import pytest
-from _helpers import DATA, assert_same, assert_unchanged_after_error, needs_data
+from _helpers import DATA, TINY, assert_same, assert_unchanged_after_error, needs_data
 
 import sepal_tl as sepal
-
-TINY = {
-    "backbone": "vit_tiny_patch16_224",
-    "pretrained": False,
-    "patch_size": 32,
-    "device": "cpu",
-}
-
-
-@pytest.fixture(scope="module")
-def processed():
-    adata = sepal.datasets.synthetic(n_slides=3, n_spots=120, n_genes=60, seed=2, pitch_px=32)
-    sepal.pp.run(adata, preset="synthetic", n_top=16)
-    return adata
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +23,7 @@ def fitted(processed):
     return adata, model
 
 
+@pytest.mark.slow
 def test_fit_writes_embeddings_and_predictions(fitted):
     adata, model = fitted
     assert model.genes == list(adata.var_names)
@@ -53,6 +40,7 @@ def test_fit_writes_embeddings_and_predictions(fitted):
     assert adata.uns["sepal"]["tl"]["fit_spatial"]["uid"] == model.uid
 
 
+@pytest.mark.slow
 def test_evaluate_reports_model_and_mean_baseline(fitted):
     adata, _ = fitted
     table = sepal.tl.evaluate(adata, pred="sepal", split="test")
@@ -61,6 +49,7 @@ def test_evaluate_reports_model_and_mean_baseline(fitted):
     assert np.isfinite(table.loc["sepal", ["MSE", "MAE", "PCC-Gene"]].astype(float)).all()
 
 
+@pytest.mark.slow
 def test_save_load_gives_identical_predictions(fitted, tmp_path):
     adata, model = fitted
     model.save(tmp_path / "model")
@@ -79,6 +68,7 @@ def test_save_load_gives_identical_predictions(fitted, tmp_path):
         model.save(tmp_path / "model")
 
 
+@pytest.mark.slow
 def test_predict_on_h_and_e_only_data(fitted):
     adata, model = fitted
     he = adata[:, []].copy()
@@ -89,6 +79,7 @@ def test_predict_on_h_and_e_only_data(fitted):
     assert_same(he, before)  # the H&E-only input is left alone
 
 
+@pytest.mark.slow
 def test_predict_on_other_genes_returns_the_model_genes_only(fitted):
     adata, model = fitted
     extra = adata[:, :4].copy()
@@ -115,6 +106,7 @@ def test_predict_on_other_genes_returns_the_model_genes_only(fitted):
     np.testing.assert_allclose(copied.layers["sepal"], adata.layers["sepal"], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_absolute_target_has_no_offset(processed):
     adata = processed.copy()
     model = sepal.tl.fit_encoder(adata, **TINY, epochs=1, target="absolute")
@@ -131,6 +123,7 @@ def test_presets_only_name_real_options():
         assert set(preset["encoder"]) <= encoder and set(preset["spatial"]) <= spatial
 
 
+@pytest.mark.slow
 def test_bad_inputs(fitted, processed, tmp_path):
     adata, model = fitted
     fresh = processed.copy()
@@ -179,6 +172,7 @@ def test_bad_inputs(fitted, processed, tmp_path):
         sepal.tl.SepalModel.load(tmp_path)
 
 
+@pytest.mark.slow
 @needs_data
 @pytest.mark.realdata
 def test_her2st_whole_path_runs():
@@ -191,6 +185,7 @@ def test_her2st_whole_path_runs():
     assert np.isfinite(adata.layers["sepal"]).all() and model.n_genes == 16
 
 
+@pytest.mark.slow
 def test_test_time_augmentation_averages_the_eight_symmetries(fitted):
     import torch
 
@@ -209,6 +204,7 @@ def test_test_time_augmentation_averages_the_eight_symmetries(fitted):
     assert not np.allclose(emb, plain)
 
 
+@pytest.mark.slow
 def test_spatial_model_refuses_another_lattice(fitted):
     adata, model = fitted
     assert model.config["spatial"]["training"]["lattice"] == "hex"
@@ -219,6 +215,7 @@ def test_spatial_model_refuses_another_lattice(fitted):
     assert_unchanged_after_error(square, ValueError, "trained on a hex lattice", sepal.tl.predict, model=model)
 
 
+@pytest.mark.slow
 def test_pretrained_normalisation_comes_from_the_backbone(processed):
     model = sepal.tl.fit_encoder(processed.copy(), **TINY, epochs=1)
     cfg = model.encoder.backbone.pretrained_cfg
