@@ -9,23 +9,24 @@ from sepal_tl._settings import n_workers
 
 
 def test_settings_roundtrip(tmp_path, monkeypatch):
-    old = sepal.settings.datasetdir
-    sepal.settings.datasetdir = tmp_path / "data"
+    # monkeypatch puts both settings (and through verbosity the logger level) back, even when an assertion fails
+    monkeypatch.setattr(sepal.settings, "datasetdir", tmp_path / "data")
     assert sepal.settings.datasetdir == tmp_path / "data"
-    sepal.settings.datasetdir = old
     with pytest.raises(ValueError, match="verbosity"):
         sepal.settings.verbosity = 7
-    level = sepal.settings.verbosity
-    sepal.settings.verbosity = 3
+    monkeypatch.setattr(sepal.settings, "verbosity", 3)
     assert logging.getLogger("sepal_tl").level == logging.DEBUG
-    sepal.settings.verbosity = level
     assert "datasetdir" in repr(sepal.settings)
 
 
 def test_n_workers(monkeypatch):
     assert n_workers(4, 2) == 2
     assert n_workers(1, 5) == 1
-    assert n_workers(-1, 1000) >= 1
+    monkeypatch.setattr("os.cpu_count", lambda: 6)
+    assert n_workers(-1, 1000) == 6  # -1: every core
+    assert n_workers(-1, 4) == 4  # never more workers than tasks
+    monkeypatch.setattr("os.cpu_count", lambda: None)
+    assert n_workers(-1, 1000) == 1  # the core count is unknown: one worker
     monkeypatch.setattr(sepal.settings, "n_jobs", 2)
     assert n_workers(None, 10) == 2
     with pytest.raises(ValueError, match="n_jobs"):
