@@ -110,6 +110,55 @@ def _collect(results, metrics: Sequence[str]) -> pd.DataFrame:
     return table.loc[order]
 
 
+def _palette(models: list[str], colors: Sequence[str] | None) -> list[str]:
+    """One colour per model: ``colors``, or the default cycle with the baseline in grey."""
+    if colors is not None:
+        palette = list(colors)
+        if len(palette) < len(models):
+            msg = f"colors has {len(palette)} entries for {len(models)} models ({models})."
+            raise ValueError(msg)
+        return palette
+    palette, k = [], 0
+    for model in models:
+        if model == BASELINE:
+            palette.append("0.6")
+        else:
+            palette.append(f"C{k % 10}")
+            k += 1
+    return palette
+
+
+def _draw_metric(ax: Axes, metric: str, values: np.ndarray, palette: list[str], *, annotate: bool) -> None:
+    """One panel: a bar per model, NaN drawn as an empty hatched bar labelled "n/a"."""
+    n_models = values.size
+    missing = ~np.isfinite(values)
+    heights = np.where(missing, 0.0, values)
+    bars = ax.bar(np.arange(n_models), heights, width=0.8, color=palette[:n_models], edgecolor="none")
+    finite = values[~missing]
+    top = float(np.max(np.abs(finite))) if finite.size else 1.0
+    for k, (bar, value) in enumerate(zip(bars, values, strict=True)):
+        if missing[k]:
+            bar.set_facecolor("none")
+            bar.set_edgecolor(palette[k])
+            bar.set_hatch("///")
+            bar.set_gid(NA_GID)
+            bar.set_y(0.0)
+            bar.set_height(0.18 * top if top > 0 else 0.1)
+            ax.text(k, 0.2 * top, "n/a", ha="center", va="bottom", fontsize="x-small", color="0.3", gid=NA_GID)
+        elif annotate:
+            ax.text(k, value, f"{value:.3g}", ha="center", va="bottom" if value >= 0 else "top", fontsize="x-small")
+    ax.axhline(0, color="0.3", linewidth=0.6)
+    arrow = "↓" if metric in _LOWER_IS_BETTER else "↑"
+    ax.set_title(f"{metric} {arrow}", fontsize="medium")
+    ax.set_xticks([])
+    ax.set_xlim(-0.7, n_models - 0.3)
+    lo = min(0.0, float(finite.min()) if finite.size else 0.0)
+    hi = max(0.0, float(finite.max()) if finite.size else 1.0, 0.22 * top)
+    span = hi - lo or 1.0
+    ax.set_ylim(lo - (0.12 * span if lo < 0 else 0), hi + 0.15 * span)
+    ax.spines[["top", "right"]].set_visible(False)
+
+
 def metrics(
     results: pd.DataFrame | Sequence[pd.DataFrame] | Mapping[str, pd.DataFrame | pd.Series],
     *,
@@ -178,19 +227,7 @@ def metrics(
     table = _collect(results, metric_names)
     models = list(table.index)
     n_models = len(models)
-    if colors is None:
-        palette, k = [], 0
-        for model in models:
-            if model == BASELINE:
-                palette.append("0.6")
-            else:
-                palette.append(f"C{k % 10}")
-                k += 1
-    else:
-        palette = list(colors)
-        if len(palette) < n_models:
-            msg = f"colors has {len(palette)} entries for {n_models} models ({models})."
-            raise ValueError(msg)
+    palette = _palette(models, colors)
 
     n = len(metric_names)
     ncols = min(ncols or 3, n)
@@ -200,43 +237,9 @@ def metrics(
     fig = new_figure(figsize)
     grid = fig.add_gridspec(nrows, ncols)
     axes: list[Axes] = []
-    x = np.arange(n_models)
     for i, metric in enumerate(metric_names):
         ax = fig.add_subplot(grid[divmod(i, ncols)])
-        values = table[metric].to_numpy(dtype=float)
-        missing = ~np.isfinite(values)
-        heights = np.where(missing, 0.0, values)
-        bars = ax.bar(x, heights, width=0.8, color=palette[:n_models], edgecolor="none")
-        finite = values[~missing]
-        top = float(np.max(np.abs(finite))) if finite.size else 1.0
-        for k, (bar, value) in enumerate(zip(bars, values, strict=True)):
-            if missing[k]:
-                bar.set_facecolor("none")
-                bar.set_edgecolor(palette[k])
-                bar.set_hatch("///")
-                bar.set_gid(NA_GID)
-                bar.set_y(0.0)
-                bar.set_height(0.18 * top if top > 0 else 0.1)
-                ax.text(k, 0.2 * top, "n/a", ha="center", va="bottom", fontsize="x-small", color="0.3", gid=NA_GID)
-            elif annotate:
-                ax.text(
-                    k,
-                    value,
-                    f"{value:.3g}",
-                    ha="center",
-                    va="bottom" if value >= 0 else "top",
-                    fontsize="x-small",
-                )
-        ax.axhline(0, color="0.3", linewidth=0.6)
-        arrow = "↓" if metric in _LOWER_IS_BETTER else "↑"
-        ax.set_title(f"{metric} {arrow}", fontsize="medium")
-        ax.set_xticks([])
-        ax.set_xlim(-0.7, n_models - 0.3)
-        lo = min(0.0, float(finite.min()) if finite.size else 0.0)
-        hi = max(0.0, float(finite.max()) if finite.size else 1.0, 0.22 * top)
-        span = hi - lo or 1.0
-        ax.set_ylim(lo - (0.12 * span if lo < 0 else 0), hi + 0.15 * span)
-        ax.spines[["top", "right"]].set_visible(False)
+        _draw_metric(ax, metric, table[metric].to_numpy(dtype=float), palette, annotate=annotate)
         axes.append(ax)
     handles = [Patch(facecolor=palette[k], label=model) for k, model in enumerate(models)]
     fig.legend(handles=handles, loc="outside lower center", ncols=min(n_models, 4), frameon=False, fontsize="small")
