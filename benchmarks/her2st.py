@@ -63,10 +63,10 @@ import numpy as np
 import torch
 
 import sepal_tl as sepal
+from sepal_tl._keys import METRICS
 
 C_SECTIONS = ("C2", "C3", "C4", "C5")
 EXTRA = "B4"
-METRICS = ("MSE", "MAE", "PCC-Gene", "R2-Gene", "PCC-Patch", "R2-Patch")
 LOWER_IS_BETTER = {"MSE", "MAE"}
 SUMMARY = (*METRICS, "ME")  # ME: mean signed error truth - prediction, a diagnostic of the offset
 PAIRS = (("ViT+Δ", "ViT"), ("SEPAL", "ViT+Δ"), ("SEPAL", "ViT"), ("ViT+Δ", "mean"), ("SEPAL", "mean"))

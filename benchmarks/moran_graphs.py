@@ -17,6 +17,7 @@ from pathlib import Path
 from scipy.stats import spearmanr
 
 import sepal_tl as sepal
+from sepal_tl._keys import MORAN_I
 from sepal_tl.pp._run import _FILTER_KEYS as _FILTERS  # the count filters of a pp preset
 
 
@@ -32,7 +33,7 @@ def main(data_dir: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ranked = sepal.pp.select_genes(adata, n_top=params["n_top"], graph=graph, copy=True)
-        moran[graph] = ranked.var["moran_i"]
+        moran[graph] = ranked.var[MORAN_I]
     print(f"{adata.obs['library_id'].nunique()} sections, {adata.n_obs} spots x {adata.n_vars} genes")
     for n in (32, 64, params["n_top"], 256):
         top = {graph: set(values.sort_values(ascending=False).index[:n]) for graph, values in moran.items()}

@@ -20,6 +20,7 @@ import numpy as np
 from _naive import loop_median_filter
 
 import sepal_tl as sepal
+from sepal_tl._keys import HIGHLY_SPATIAL
 from sepal_tl._validation import check_array_coords, resolve_libraries
 
 
@@ -56,7 +57,7 @@ def main() -> None:
         n_spots=args.spots,
         n_genes=args.genes,
         zero_fraction=args.zero_fraction,
-        seed=0,
+        random_state=0,
         pitch_px=32,  # small images: they play no part in preprocessing
     )
     generate = time.perf_counter() - start
@@ -87,7 +88,7 @@ def main() -> None:
     sepal.pp.select_genes(
         filtered, n_top=min(256, args.genes)
     )  # warm-up: squidpy's numba kernels compile once per install
-    selected = filtered[:, filtered.var["highly_spatial"]].copy()
+    selected = filtered[:, filtered.var[HIGHLY_SPATIAL]].copy()
     batch_key = "patient" if selected.obs["patient"].nunique() > 1 else "library_id"
     inputs = {name: [fresh() for _ in range(args.repeats)] for name in ("filter", "run (whole pipeline)")}
 

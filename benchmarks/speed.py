@@ -29,6 +29,7 @@ from _naive import loop_median_filter, per_spot_graphs
 import sepal_tl as sepal
 from sepal_tl._compat import import_squidpy
 from sepal_tl._graph import lattice_graph
+from sepal_tl._keys import PREDICTION, embedding_obsm
 from sepal_tl._validation import check_array_coords, resolve_libraries
 from sepal_tl.tl._neighbourhoods import hop_neighbourhoods
 from sepal_tl.tl._patches import PatchGeometry, SpotPatches
@@ -65,7 +66,9 @@ def measure(func):
 
 
 def run_size(n_slides: int, n_spots: int, n_genes: int, naive: bool) -> list[tuple[str, float, float, str]]:
-    raw = sepal.datasets.synthetic(n_slides=n_slides, n_spots=n_spots, n_genes=n_genes, zero_fraction=0.33, seed=0)
+    raw = sepal.datasets.synthetic(
+        n_slides=n_slides, n_spots=n_spots, n_genes=n_genes, zero_fraction=0.33, random_state=0
+    )
     codes = raw.obs["library_id"].cat.codes.to_numpy()
     raw.obs["split"] = np.where(codes < max(1, n_slides - 1), "train", "val")
     rows: list[tuple[str, float, float, str]] = []
@@ -126,7 +129,7 @@ def run_size(n_slides: int, n_spots: int, n_genes: int, naive: bool) -> list[tup
         perm = (time.perf_counter() - start) * len(np.unique(lib_codes))
         ours = next(r[1] for r in rows if r[0].startswith("select_genes"))
         rows.append(("naive: Moran with 100 permutations", perm, float("nan"), f"{perm / ours:.0f}x ours"))
-        embeddings = np.asarray(adata.obsm["X_sepal"], dtype=np.float32)
+        embeddings = np.asarray(adata.obsm[embedding_obsm(PREDICTION)], dtype=np.float32)
         seconds, peak, graphs = measure(lambda: per_spot_graphs(embeddings, neighbourhoods, coords))
         copied = sum(g.x.numel() for g in graphs) * 4 / 2**20
         ours = next(r[1] for r in rows if r[0].startswith("graph building"))

@@ -55,7 +55,7 @@ def bare_throughput(backbone: str, patch_size: int, batch_size: int, n_genes: in
 
 
 def encoder_pipeline(args) -> tuple[float, float]:
-    adata = sepal.datasets.synthetic(n_slides=2, n_spots=args.spots, n_genes=200, seed=0)
+    adata = sepal.datasets.synthetic(n_slides=2, n_spots=args.spots, n_genes=200, random_state=0)
     sepal.pp.run(adata, preset="synthetic", n_top=64, combat_key=None)
     adata.obs["split"] = "train"  # every spot trains; throughput is what we measure
     n_train = adata.n_obs
@@ -106,7 +106,7 @@ def patch_memory(args) -> tuple[float, float, float]:
     """Peak RSS while cutting a patch for each of ``--memory-spots`` spots (one pass, batches of 64)."""
     n_slides = 10
     adata = sepal.datasets.synthetic(
-        n_slides=n_slides, n_spots=args.memory_spots // n_slides, n_genes=8, seed=0, sparse_fraction=0.0
+        n_slides=n_slides, n_spots=args.memory_spots // n_slides, n_genes=8, random_state=0, sparse_fraction=0.0
     )
     geometry = PatchGeometry(patch_size=args.memory_patch_size)
     dataset = SpotPatches(adata, None, geometry)  # decodes / maps every slide's image once

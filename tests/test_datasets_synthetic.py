@@ -18,7 +18,7 @@ def adata():
 
 @pytest.fixture(scope="module")
 def small():
-    return sepal.datasets.synthetic(n_slides=2, n_spots=150, n_genes=60, seed=3)
+    return sepal.datasets.synthetic(n_slides=2, n_spots=150, n_genes=60, random_state=3)
 
 
 def _log_normalised(adata) -> np.ndarray:
@@ -89,14 +89,17 @@ def test_reader_layout(adata):
         assert entry["metadata"]["microns_per_pixel"] == pytest.approx(100 / 64)
 
     params = adata.uns["sepal"]["datasets"]["synthetic"]
-    assert params["n_spots"] == 600 and params["seed"] == 0 and params["gene_names"] == "human"
+    assert params["n_spots"] == 600 and params["random_state"] == 0 and params["gene_names"] == "human"
 
 
 def test_deterministic():
     kwargs = {"n_slides": 2, "n_spots": 80, "n_genes": 40}
-    a = sepal.datasets.synthetic(**kwargs, seed=7)
-    b = sepal.datasets.synthetic(**kwargs, seed=7)
-    c = sepal.datasets.synthetic(**kwargs, seed=8)
+    a = sepal.datasets.synthetic(**kwargs, random_state=7)
+    b = sepal.datasets.synthetic(**kwargs, random_state=7)
+    c = sepal.datasets.synthetic(**kwargs, random_state=8)
+    with pytest.warns(FutureWarning, match=r"synthetic\(seed=...\) is deprecated.*use random_state="):
+        old = sepal.datasets.synthetic(**kwargs, seed=7)  # the old name still works, with the same data
+    assert (old.X != a.X).nnz == 0
     assert (a.X != b.X).nnz == 0
     pd.testing.assert_frame_equal(a.obs, b.obs)
     pd.testing.assert_frame_equal(a.var, b.var)

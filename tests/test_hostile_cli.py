@@ -296,7 +296,7 @@ def fast_pipeline(monkeypatch):
 def _tiny_synthetic():
     import sepal_tl as sepal
 
-    return sepal.datasets.synthetic(n_slides=3, n_spots=20, n_genes=20, seed=0)
+    return sepal.datasets.synthetic(n_slides=3, n_spots=20, n_genes=20, random_state=0)
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from sepal_tl._validation import resolve_libraries
 
 @pytest.fixture(scope="module")
 def raw():
-    return sepal.datasets.synthetic(n_slides=2, n_spots=60, n_genes=30, seed=0)
+    return sepal.datasets.synthetic(n_slides=2, n_spots=60, n_genes=30, random_state=0)
 
 
 @pytest.fixture

@@ -48,10 +48,15 @@ def test_pcc_histogram_counts_and_lines(evaluated, tmp_path):
 def test_pcc_histogram_other_key_and_ax(evaluated):
     adata = evaluated[0]
     fig, ax = plt.subplots()
-    out = sepal.pl.pcc_histogram(adata, key="sepal_local", ax=ax, bins=5)
+    out = sepal.pl.pcc_histogram(adata, pred="sepal_local", ax=ax, bins=5)
     assert out is ax and len(fig.axes) == 1
     assert sum(b.get_height() for b in _bars(ax)) == adata.n_vars
     assert ax.get_title() == f"sepal_local · test: PCC of {adata.n_vars} genes"
+    with pytest.warns(FutureWarning, match=r"pcc_histogram\(key=...\) is deprecated.*use pred="):
+        assert sepal.pl.pcc_histogram(adata, key="sepal_local", ax=ax) is ax  # the old name still works
+    assert ax.get_title() == f"sepal_local · test: PCC of {adata.n_vars} genes"
+    with pytest.raises(TypeError, match="both key= and its new name pred="):
+        sepal.pl.pcc_histogram(adata, key="sepal", pred="sepal_local", ax=ax)
     assert sepal.pl.pcc_histogram(adata, ax=ax, show=True) is ax  # never shows into a given ax
     assert isinstance(sepal.pl.pcc_histogram(adata, return_fig=True), Figure)
     assert sepal.pl.pcc_histogram(adata, show=True) is None

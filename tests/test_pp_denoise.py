@@ -96,6 +96,12 @@ def test_denoise_per_slide_and_mask():
     info = adata.uns["sepal"]["pp"]["denoise"]
     assert info["imputed_fraction"] == pytest.approx(9 / 18)
     assert info["radii"]["a"][:2] == [1.0, pytest.approx(np.sqrt(2))]
+    # the mask layer is named by mask=, the name evaluate / fit_encoder read; the old mask_key= still works
+    sepal.pp.denoise(adata, layer="log1p", mask="seen")
+    np.testing.assert_array_equal(adata.layers["seen"], adata.layers["observed"])
+    with pytest.warns(FutureWarning, match=r"denoise\(mask_key=...\) is deprecated.*use mask="):
+        sepal.pp.denoise(adata, layer="log1p", mask_key="seen_before")
+    np.testing.assert_array_equal(adata.layers["seen_before"], adata.layers["observed"])
 
 
 def test_bad_inputs():

@@ -9,7 +9,7 @@ import sepal_tl as sepal
 
 @pytest.fixture(scope="module")
 def synthetic():
-    return sepal.datasets.synthetic(n_slides=3, n_spots=250, n_genes=150, seed=1)
+    return sepal.datasets.synthetic(n_slides=3, n_spots=250, n_genes=150, random_state=1)
 
 
 def _check_processed(adata, summary, n_top):

@@ -9,7 +9,8 @@ from scipy import sparse
 from scipy.spatial import cKDTree
 
 from sepal_tl._geometry import Geometry, lattice_positions, resolve_geometry
-from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_array_coords, check_unique_positions
+from sepal_tl._keys import DEFAULT_LIBRARY_KEY
+from sepal_tl._validation import check_array_coords, check_unique_positions
 
 #: What :func:`lattice_graph` reports when ``geometry="auto"`` finds hex slides and square slides together.
 MIXED = "mixed"

@@ -37,8 +37,9 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from sepal_tl._keys import DEFAULT_LIBRARY_KEY
 from sepal_tl._logging import logger
-from sepal_tl._validation import DEFAULT_LIBRARY_KEY, resolve_libraries
+from sepal_tl._validation import resolve_libraries
 from sepal_tl.io._images import to_rgb_uint8
 
 __all__ = ["SlideElements", "is_spatialdata", "resolve_slides", "resolve_table", "spatialdata_aware"]

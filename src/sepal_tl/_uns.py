@@ -6,6 +6,8 @@ from typing import Any
 
 from anndata import AnnData
 
+from sepal_tl._keys import UNS
+
 
 def _plain(value: Any) -> Any:
     """Turn ``value`` into something h5ad can store (no None, no tuples of mixed types)."""
@@ -22,5 +24,5 @@ def _plain(value: Any) -> Any:
 
 def record(adata: AnnData, section: str, step: str, params: dict[str, Any]) -> None:
     """Store ``params`` as ``adata.uns["sepal"][section][step]``."""
-    sepal = adata.uns.setdefault("sepal", {})
+    sepal = adata.uns.setdefault(UNS, {})
     sepal.setdefault(section, {})[step] = _plain(params)

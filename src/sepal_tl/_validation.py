@@ -13,9 +13,8 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from ._keys import COUNTS, DEFAULT_LIBRARY_KEY, LOG2TPM
 from ._logging import logger
-
-DEFAULT_LIBRARY_KEY = "library_id"
 
 
 def get_matrix(adata: AnnData, layer: str | None):
@@ -30,7 +29,7 @@ def get_matrix(adata: AnnData, layer: str | None):
             f"Layer {layer!r} is not in adata.layers (available: {sorted(adata.layers)}). "
             "Run the step that creates it first, or pass layer= naming an existing layer."
         )
-        if layer == "log2tpm" and "log1p" in adata.layers:
+        if layer == LOG2TPM and "log1p" in adata.layers:
             msg += (
                 " sepal_tl < 0.2 stored log2(TPM + 1) as 'log1p'; rename it with "
                 "adata.layers['log2tpm'] = adata.layers.pop('log1p')."
@@ -230,9 +229,9 @@ def check_unique_positions(coords: np.ndarray, groups: np.ndarray, *, names: Seq
 
 def check_counts_layer(adata: AnnData) -> None:
     """Raise ``ValueError`` if ``layers["counts"]`` exists but differs from ``X`` (a stale copy of the raw counts)."""
-    if "counts" not in adata.layers or adata.X is None:
+    if COUNTS not in adata.layers or adata.X is None:
         return
-    counts, x = adata.layers["counts"], adata.X
+    counts, x = adata.layers[COUNTS], adata.X
     if counts.shape != x.shape:
         differ = True
     elif sparse.issparse(counts) or sparse.issparse(x):

@@ -15,7 +15,7 @@ def load_data(data: dict[str, Any]) -> AnnData:
     if reader == "her2st":
         return sepal.datasets.her2st(data.get("sections"), path=data.get("path"))
     if reader == "synthetic":
-        return sepal.datasets.synthetic(n_slides=data.get("n_slides", 3), seed=data.get("seed", 0))
+        return sepal.datasets.synthetic(n_slides=data.get("n_slides", 3), random_state=data.get("seed", 0))
     slides = []
     for slide in data["slides"]:
         if reader == "files":

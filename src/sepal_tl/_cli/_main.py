@@ -14,6 +14,7 @@ from sepal_tl._atomic import FolderLockedError
 from sepal_tl._cli._checks import check_device, check_model_folder, check_writable
 from sepal_tl._cli._config import ConfigError, RunConfig, load_config
 from sepal_tl._cli._output import output_folder, write_h5ad
+from sepal_tl._keys import DEFAULT_LIBRARY_KEY, SPLIT
 
 
 def _positive_float(text: str) -> float:
@@ -45,10 +46,10 @@ def _demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     with output_folder(out):
         print(f"Generating the synthetic dataset (seed {args.seed}) ...", flush=True)
-        adata = sepal.datasets.synthetic(seed=args.seed)
+        adata = sepal.datasets.synthetic(random_state=args.seed)
         n_slides = adata.obs["library_id"].nunique()
         print(f"  {adata.n_obs} spots x {adata.n_vars} genes on {n_slides} slides", flush=True)
-        train = sorted(adata.obs.loc[adata.obs["split"] == "train", "library_id"].astype(str).unique())
+        train = sorted(adata.obs.loc[adata.obs[SPLIT] == "train", DEFAULT_LIBRARY_KEY].astype(str).unique())
         report = run_pipeline(
             adata,
             out_dir=out,

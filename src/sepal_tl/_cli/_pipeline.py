@@ -13,6 +13,7 @@ import sepal_tl as sepal
 from sepal_tl._cli._config import check_split_slides
 from sepal_tl._cli._output import write_h5ad
 from sepal_tl._cli._report import write_report
+from sepal_tl._keys import BASELINE, PREDICTION, SPLIT, local_layer
 
 LIBRARY_KEY = "library_id"
 
@@ -22,24 +23,22 @@ def assign_split(adata: AnnData, split: dict[str, list[str]]) -> None:
     libraries = adata.obs[LIBRARY_KEY].astype(str)
     check_split_slides(split, sorted(set(libraries)))
     named = {lib: name for name, libs in split.items() for lib in libs}
-    adata.obs["split"] = pd.Categorical(libraries.map(named), categories=["train", "val", "test"])
+    adata.obs[SPLIT] = pd.Categorical(libraries.map(named), categories=["train", "val", "test"])
 
 
 def evaluate_models(adata: AnnData) -> dict[str, pd.DataFrame]:
     """Per evaluated split: SEPAL, the local encoder alone, and the train-mean baseline on the same entries."""
     tables = {}
-    splits = [s for s in ("val", "test") if (adata.obs["split"] == s).any()]
+    names = {PREDICTION: "SEPAL", local_layer(PREDICTION): "local encoder only", BASELINE: "train mean"}
+    splits = [s for s in ("val", "test") if (adata.obs[SPLIT] == s).any()]
     for split in splits:
         rows = []
-        if "sepal" in adata.layers:
-            rows.append(sepal.tl.evaluate(adata, pred="sepal", split=split, baseline=False))
-        table = sepal.tl.evaluate(adata, pred="sepal_local", split=split, baseline=True)
+        if PREDICTION in adata.layers:
+            rows.append(sepal.tl.evaluate(adata, pred=PREDICTION, split=split, baseline=False))
+        table = sepal.tl.evaluate(adata, pred=local_layer(PREDICTION), split=split, baseline=True)
         rows.append(table)
         combined = pd.concat(rows)
-        combined.index = [
-            {"sepal": "SEPAL", "sepal_local": "local encoder only", "mean_baseline": "train mean"}[i]
-            for i in combined.index
-        ]
+        combined.index = [names[i] for i in combined.index]
         tables[split] = combined
     return tables
 

@@ -14,8 +14,7 @@ from anndata import AnnData
 
 import sepal_tl as sepal
 from sepal_tl._atomic import atomic_folder, write_text
-
-_METRICS = ["MSE", "MAE", "PCC-Gene", "R2-Gene", "PCC-Patch", "R2-Patch"]
+from sepal_tl._keys import DEFAULT_LIBRARY_KEY, DENOISED, METRICS, PREDICTION, SPLIT, gene_score_column, local_layer
 
 
 def _markdown(table: pd.DataFrame) -> str:
@@ -77,24 +76,24 @@ def _draw_figures(
     split = "test" if "test" in tables else next(iter(tables), None)
     images = []
     if split is not None:
-        pcc_key = f"sepal_pcc_{split}" if "sepal" in adata.layers else f"sepal_local_pcc_{split}"
+        pred = PREDICTION if PREDICTION in adata.layers else local_layer(PREDICTION)
+        pcc_key = gene_score_column(pred, "pcc", split)
         best = adata.var[pcc_key].dropna().sort_values(ascending=False).index[:genes_to_plot].tolist()
-        library = adata.obs.loc[adata.obs["split"] == split, "library_id"].astype(str).iloc[0]
-        pred = "sepal" if "sepal" in adata.layers else "sepal_local"
+        library = adata.obs.loc[adata.obs[SPLIT] == split, DEFAULT_LIBRARY_KEY].astype(str).iloc[0]
         for gene in best:
             path = figures / f"gene_map_{gene}.png"
             sepal.pl.gene_map(
                 adata,
                 gene,
-                layers=("denoised", pred),
+                layers=(DENOISED, pred),
                 library_id=library,
-                pcc_key=f"{pred}_pcc_{split}",
+                pcc_key=pcc_key,
                 save=path,
                 show=False,
             )
             images.append((f"{gene} on {library} ({split}): ground truth and prediction", path))
         path = figures / "pcc_histogram.png"
-        sepal.pl.pcc_histogram(adata, key=pred, split=split, save=path, show=False)
+        sepal.pl.pcc_histogram(adata, pred=pred, split=split, save=path, show=False)
         images.append((f"Per-gene PCC on the {split} split", path))
         path = figures / "metrics.png"
         sepal.pl.metrics(tables[split], save=path, show=False)
@@ -135,7 +134,7 @@ def _report_lines(
         "",
     ]
     for name, table in tables.items():
-        lines += [f"### {name} split", "", _markdown(table[_METRICS]), ""]
+        lines += [f"### {name} split", "", _markdown(table[list(METRICS)]), ""]
     lines += ["## Figures", ""]
     lines += [f"![{caption}](figures/{path.name})\n\n{caption}\n" for caption, path in images]
     lines += [

@@ -31,6 +31,8 @@ from anndata import AnnData
 from scipy import ndimage, optimize, sparse
 from scipy.spatial import cKDTree
 
+from sepal_tl._deprecation import renamed_arguments
+from sepal_tl._keys import COUNTS
 from sepal_tl._logging import logger
 from sepal_tl._uns import record
 from sepal_tl.io._common import hires_lowres, spatial_entry
@@ -477,12 +479,13 @@ def _uns_spatial(slides: list[_Slide], patients: list[str], *, pitch_px: float, 
     return spatial
 
 
+@renamed_arguments(seed="random_state")
 def synthetic(
     *,
     n_slides: int = 3,
     n_spots: int = 600,
     n_genes: int = 300,
-    seed: int = 0,
+    random_state: int = 0,
     slides_per_patient: int = 2,
     zero_fraction: float = 0.45,
     patterned_fraction: float = 0.5,
@@ -510,8 +513,9 @@ def synthetic(
         Spots per slide.
     n_genes
         Number of genes.
-    seed
-        Random seed; the same arguments and seed give identical data.
+    random_state
+        Seed; the same arguments and seed give identical data. Formerly ``seed``, which still works with a
+        :class:`FutureWarning`.
     slides_per_patient
         Consecutive slides are grouped into patients of this many slides (``obs["patient"]`` =
         ``"patient0"``, ...), so that batch correction on ``patient`` is meaningful.
@@ -580,7 +584,7 @@ def synthetic(
     """
     params = dict(locals())  # the arguments, recorded in uns['sepal']
     _check_synthetic_args(params)
-    gene_seq, count_seq, *slide_seqs = np.random.SeedSequence(seed).spawn(2 + n_slides)
+    gene_seq, count_seq, *slide_seqs = np.random.SeedSequence(random_state).spawn(2 + n_slides)
     genes = _gene_model(
         np.random.default_rng(gene_seq),
         n_genes,
@@ -608,7 +612,7 @@ def synthetic(
     patients = [f"patient{p}" for p in patient_of]
     x = sparse.csr_matrix(counts)
     adata = AnnData(X=x, obs=_obs(slides, features, slide_of, patients), var=genes.var)
-    adata.layers["counts"] = x.copy()
+    adata.layers[COUNTS] = x.copy()
     adata.obsm["spatial"] = coords.astype(np.float64)
     adata.uns["spatial"] = _uns_spatial(slides, patients, pitch_px=pitch_px, spot_diameter=spot_diameter)
     record(adata, "datasets", "synthetic", params)

@@ -15,6 +15,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from sepal_tl._keys import COUNTS
 from sepal_tl._validation import check_counts, resolve_libraries
 from sepal_tl.io._images import downscale, scaled_size
 
@@ -114,7 +115,7 @@ def finish(
     adata.obs["array_row"] = np.asarray(array_row, dtype=np.int64)
     adata.obs["array_col"] = np.asarray(array_col, dtype=np.int64)
     adata.obs["library_id"] = pd.Categorical([library_id] * adata.n_obs)
-    adata.layers["counts"] = adata.X.copy()
+    adata.layers[COUNTS] = adata.X.copy()
     adata.uns["spatial"] = {library_id: entry}
     return adata
 

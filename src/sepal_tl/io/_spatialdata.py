@@ -32,9 +32,10 @@ from spatialdata.models import Image2DModel, ShapesModel, TableModel
 from spatialdata.transformations import Identity, Scale
 from xarray import DataArray
 
+from sepal_tl._keys import DEFAULT_LIBRARY_KEY
 from sepal_tl._logging import logger
 from sepal_tl._sdata import image_to_shapes, resolve_slides, resolve_table, table_links
-from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_spatial
+from sepal_tl._validation import check_spatial
 
 from ._common import check_library_id, library_ids
 from ._images import image_size, read_image, to_rgb_uint8

@@ -9,8 +9,8 @@ from matplotlib.axes import Axes
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 
+from sepal_tl._keys import DEFAULT_LIBRARY_KEY, DENOISED, LOG2TPM, OBSERVED
 from sepal_tl._sdata import spatialdata_aware
-from sepal_tl._validation import DEFAULT_LIBRARY_KEY
 from sepal_tl.pl._utils import (
     check_limits,
     column,
@@ -29,9 +29,9 @@ def denoising(
     gene: str,
     *,
     library_id: str | None = None,
-    before: str = "log2tpm",
-    after: str = "denoised",
-    mask: str = "observed",
+    before: str = LOG2TPM,
+    after: str = DENOISED,
+    mask: str = OBSERVED,
     library_key: str | None = DEFAULT_LIBRARY_KEY,
     spatial_key: str = "spatial",
     img: bool = True,

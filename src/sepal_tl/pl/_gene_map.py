@@ -13,8 +13,8 @@ from matplotlib.axes import Axes
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 
+from sepal_tl._keys import DEFAULT_LIBRARY_KEY, DENOISED, OBSERVED, PREDICTION, gene_score_column
 from sepal_tl._sdata import spatialdata_aware
-from sepal_tl._validation import DEFAULT_LIBRARY_KEY
 from sepal_tl.pl._utils import (
     check_limits,
     column,
@@ -33,7 +33,7 @@ def _pcc_column(adata: AnnData, pcc_key: str | Literal[False] | None, pred: str)
     if pcc_key is False:
         return None
     if pcc_key is None:
-        prefix = f"{pred}_pcc_"
+        prefix = gene_score_column(pred, "pcc", "")
         found = [c for c in adata.var.columns if str(c).startswith(prefix)]
         return str(found[0]) if found else None
     if pcc_key not in adata.var.columns:
@@ -47,7 +47,7 @@ def _pcc_column(adata: AnnData, pcc_key: str | Literal[False] | None, pred: str)
 
 
 def _pcc_label(key: str, pred: str) -> str:
-    prefix = f"{pred}_pcc_"
+    prefix = gene_score_column(pred, "pcc", "")
     return key[len(prefix) :] if key.startswith(prefix) else key
 
 
@@ -56,7 +56,7 @@ def gene_map(
     adata: AnnData,
     genes: str | Sequence[str],
     *,
-    layers: str | Sequence[str] = ("denoised", "sepal"),
+    layers: str | Sequence[str] = (DENOISED, PREDICTION),
     layer: str | None = None,
     library_id: str | None = None,
     library_key: str | None = DEFAULT_LIBRARY_KEY,
@@ -65,7 +65,7 @@ def gene_map(
     img_key: str = "hires",
     img_alpha: float = 1.0,
     mark_imputed: bool = True,
-    mask: str = "observed",
+    mask: str = OBSERVED,
     cmap: str | Colormap = "viridis",
     vmin: float | None = None,
     vmax: float | None = None,

@@ -12,13 +12,11 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from sepal_tl._keys import BASELINE, METRICS
 from sepal_tl.pl._utils import finish, new_figure
 
-#: Row name of the train-mean baseline in :func:`sepal_tl.tl.evaluate`'s table.
-BASELINE = "mean_baseline"
 #: Metrics where lower is better; the others are better higher.
 _LOWER_IS_BETTER = {"MSE", "MAE"}
-DEFAULT_METRICS = ("MSE", "MAE", "PCC-Gene", "R2-Gene", "PCC-Patch", "R2-Patch")
 NA_GID = "n/a"
 
 
@@ -65,7 +63,7 @@ def _dedupe(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
             continue
         if name == BASELINE:
             warnings.warn(
-                "The tables' mean_baseline rows differ (evaluated on other splits or genes?); showing the first.",
+                f"The tables' {BASELINE} rows differ (evaluated on other splits or genes?); showing the first.",
                 UserWarning,
                 stacklevel=3,
             )
@@ -162,7 +160,7 @@ def _draw_metric(ax: Axes, metric: str, values: np.ndarray, palette: list[str], 
 def metrics(
     results: pd.DataFrame | Sequence[pd.DataFrame] | Mapping[str, pd.DataFrame | pd.Series],
     *,
-    metrics: Sequence[str] = DEFAULT_METRICS,
+    metrics: Sequence[str] = METRICS,
     ncols: int | None = None,
     colors: Sequence[str] | None = None,
     annotate: bool = True,

@@ -9,6 +9,7 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from sepal_tl._keys import HIGHLY_SPATIAL, MORAN_I
 from sepal_tl._sdata import spatialdata_aware
 from sepal_tl.pl._utils import finish, single_axes
 
@@ -82,8 +83,8 @@ def _label_top_genes(ax: Axes, names: list[str], ranked: np.ndarray, *, column_x
 def moran(
     adata: AnnData,
     *,
-    key: str = "moran_i",
-    selected_key: str | None = "highly_spatial",
+    key: str = MORAN_I,
+    selected_key: str | None = HIGHLY_SPATIAL,
     n_top: int | None = None,
     n_labels: int = 5,
     ax: Axes | None = None,

@@ -10,15 +10,18 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from sepal_tl._deprecation import renamed_arguments
+from sepal_tl._keys import PREDICTION, gene_score_column
 from sepal_tl._sdata import spatialdata_aware
 from sepal_tl.pl._utils import finish, single_axes
 
 
+@renamed_arguments(key="pred")
 @spatialdata_aware()
 def pcc_histogram(
     adata: AnnData,
     *,
-    key: str = "sepal",
+    pred: str = PREDICTION,
     split: str = "test",
     bins: int | np.ndarray = 30,
     color: str = "C0",
@@ -30,7 +33,7 @@ def pcc_histogram(
 ) -> Figure | Axes | None:
     """Plot the histogram of the per-gene Pearson correlation between ground truth and prediction (Figure 5).
 
-    The values are ``var[f"{key}_pcc_{split}"]``, written by ``sepal.tl.evaluate(adata, pred=key, split=split)``.
+    The values are ``var[f"{pred}_pcc_{split}"]``, written by ``sepal.tl.evaluate(adata, pred=pred, split=split)``.
     Genes without a PCC (NaN: not evaluated, or constant truth / prediction on the observed entries) are left out;
     the title gives their number. Dashed and dotted vertical lines mark the mean and the median.
 
@@ -38,8 +41,9 @@ def pcc_histogram(
     ----------
     adata
         Spots × genes after :func:`sepal_tl.tl.evaluate`.
-    key
-        The prediction layer that was evaluated (``pred=`` of :func:`sepal_tl.tl.evaluate`).
+    pred
+        The prediction layer that was evaluated (``pred=`` of :func:`sepal_tl.tl.evaluate`). Formerly ``key``,
+        which still works with a :class:`FutureWarning`.
     split
         The split it was evaluated on (``"all"`` for ``split=None``).
     bins
@@ -65,12 +69,12 @@ def pcc_histogram(
     -------
     The Figure if ``return_fig``, ``None`` if the figure was shown, else the Axes.
     """
-    column = f"{key}_pcc_{split}"
+    column = gene_score_column(pred, "pcc", split)
     if column not in adata.var.columns:
         candidates = [str(c) for c in adata.var.columns if "_pcc_" in str(c)]
         msg = (
             f"adata.var[{column!r}] is missing (PCC columns present: {candidates}). "
-            f"Run sepal.tl.evaluate(adata, pred={key!r}, split={split!r}) first, or pass key= / split= naming "
+            f"Run sepal.tl.evaluate(adata, pred={pred!r}, split={split!r}) first, or pass pred= / split= naming "
             "an evaluation that was run."
         )
         raise KeyError(msg)
@@ -91,7 +95,7 @@ def pcc_histogram(
     ax.set_ylabel("Number of genes")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     n_nan = values.size - finite.size
-    title = f"{key} · {split}: PCC of {finite.size} genes"
+    title = f"{pred} · {split}: PCC of {finite.size} genes"
     if n_nan:
         title += f"\n({n_nan} gene{'s' if n_nan != 1 else ''} without PCC left out)"
     ax.set_title(title, fontsize="medium")

@@ -6,6 +6,7 @@ import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
+from sepal_tl._keys import DENOISED
 from sepal_tl._logging import logger
 from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._uns import record
@@ -17,7 +18,7 @@ def combat(
     adata: AnnData,
     *,
     key: str = "patient",
-    layer: str = "denoised",
+    layer: str = DENOISED,
     key_added: str = "combat",
     copy: bool = False,
 ) -> AnnData | None:

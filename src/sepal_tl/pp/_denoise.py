@@ -10,11 +10,13 @@ from anndata import AnnData
 from scipy import sparse
 from scipy.spatial import cKDTree
 
+from sepal_tl._deprecation import renamed_arguments
+from sepal_tl._keys import COUNTS, DEFAULT_LIBRARY_KEY, DENOISED, OBSERVED
 from sepal_tl._logging import logger
 from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._settings import n_workers
 from sepal_tl._uns import record
-from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_array_coords, check_finite, get_matrix, resolve_libraries
+from sepal_tl._validation import check_array_coords, check_finite, get_matrix, resolve_libraries
 
 # Zero entries processed together; small enough for the temporaries to stay in cache.
 _CHUNK = 1 << 16
@@ -243,6 +245,7 @@ def median_filter_slide(x: np.ndarray, coords: np.ndarray, n_radii: int = 7) -> 
     return out.reshape(n_genes, stride)[:, :n].T.copy(), int(np.count_nonzero(left)), sq_radii
 
 
+@renamed_arguments(mask_key="mask")
 @spatialdata_aware()
 def denoise(
     adata: AnnData,
@@ -250,8 +253,8 @@ def denoise(
     layer: str | None = None,
     n_radii: int = 7,
     counts_layer: str | None = None,
-    key_added: str = "denoised",
-    mask_key: str = "observed",
+    key_added: str = DENOISED,
+    mask: str = OBSERVED,
     library_key: str | None = DEFAULT_LIBRARY_KEY,
     n_jobs: int | None = None,
     copy: bool = False,
@@ -280,8 +283,10 @@ def denoise(
         ``"counts"``.
     key_added
         Output layer with the filtered values (dense float32).
-    mask_key
-        Output boolean layer, ``True`` where the raw count was non-zero (observed), ``False`` where imputed.
+    mask
+        Output boolean layer, ``True`` where the raw count was non-zero (observed), ``False`` where imputed; the
+        ``mask=`` that :func:`sepal_tl.tl.evaluate` and :func:`sepal_tl.tl.fit_encoder` read. Formerly
+        ``mask_key``, which still works with a :class:`FutureWarning`.
     library_key
         Column of ``adata.obs`` naming each spot's slide.
     n_jobs
@@ -294,7 +299,7 @@ def denoise(
 
     Returns
     -------
-    A copy if ``copy=True``, else ``None``. Sets ``layers[key_added]``, ``layers[mask_key]`` and
+    A copy if ``copy=True``, else ``None``. Sets ``layers[key_added]``, ``layers[mask]`` and
     ``uns["sepal"]["pp"]["denoise"]`` (including the imputed fraction and the radii used per slide).
     """
 
@@ -316,8 +321,8 @@ def denoise(
     values = get_matrix(adata, layer)
     what = "adata.X" if layer is None else f"layers[{layer!r}]"
     check_finite(values, what=what)
-    if counts_layer is None and "counts" in adata.layers:
-        counts_layer = "counts"
+    if counts_layer is None and COUNTS in adata.layers:
+        counts_layer = COUNTS
     counts = values if counts_layer is None else get_matrix(adata, counts_layer)
     if counts.shape != values.shape:
         msg = f"The counts ({counts.shape}) and {what} ({values.shape}) differ in shape."
@@ -354,7 +359,7 @@ def denoise(
     if copy:
         adata = adata.copy()
     adata.layers[key_added] = out
-    adata.layers[mask_key] = observed
+    adata.layers[mask] = observed
     record(
         adata,
         "pp",
@@ -364,7 +369,7 @@ def denoise(
             "n_radii": n_radii,
             "counts_layer": counts_layer,
             "key_added": key_added,
-            "mask_key": mask_key,
+            "mask": mask,
             "library_key": library_key,
             "n_jobs": n_jobs,
             "radii": radii,
@@ -372,7 +377,5 @@ def denoise(
             "n_slide_median_fallback": n_fallback,
         },
     )
-    logger.info(
-        "added %r and %r to adata.layers (%.1f%% of entries imputed)", key_added, mask_key, 100 * imputed_fraction
-    )
+    logger.info("added %r and %r to adata.layers (%.1f%% of entries imputed)", key_added, mask, 100 * imputed_fraction)
     return adata if copy else None

@@ -8,11 +8,11 @@ import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
+from sepal_tl._keys import DEFAULT_LIBRARY_KEY, EXP_FRAC, GLOB_EXP_FRAC
 from sepal_tl._logging import logger
 from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._uns import record
 from sepal_tl._validation import (
-    DEFAULT_LIBRARY_KEY,
     check_choice,
     check_counts,
     check_has_spots,
@@ -241,8 +241,8 @@ def filter(
     spot_mask[np.flatnonzero(spot_keep)[nonempty]] = True
     n_obs, n_vars = adata.n_obs, adata.n_vars
     adata = _subset(adata, spot_mask, gene_keep, layer=layer, copy=copy)
-    adata.var["exp_frac"] = exp_frac[gene_keep]
-    adata.var["glob_exp_frac"] = glob_exp_frac[gene_keep]
+    adata.var[EXP_FRAC] = exp_frac[gene_keep]
+    adata.var[GLOB_EXP_FRAC] = glob_exp_frac[gene_keep]
     _add_qc(adata, layer)
 
     summary = {

@@ -6,6 +6,7 @@ import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
+from sepal_tl._keys import LOG2TPM, TPM
 from sepal_tl._logging import logger
 from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._uns import record
@@ -13,7 +14,7 @@ from sepal_tl._validation import check_finite, get_matrix
 
 
 @spatialdata_aware()
-def log2p(adata: AnnData, *, layer: str = "tpm", key_added: str = "log2tpm", copy: bool = False) -> AnnData | None:
+def log2p(adata: AnnData, *, layer: str = TPM, key_added: str = LOG2TPM, copy: bool = False) -> AnnData | None:
     """``log2(x + 1)`` of a layer, SEPAL's expression scale.
 
     The output layer is named for what it holds: ``"log2tpm"`` = log2(TPM + 1). SEPAL (and sepal_tl before 0.2)

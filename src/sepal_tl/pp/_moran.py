@@ -14,11 +14,11 @@ from scipy import sparse
 from sepal_tl._compat import import_squidpy
 from sepal_tl._geometry import resolve_geometry
 from sepal_tl._graph import lattice_graph
+from sepal_tl._keys import CONNECTIVITIES, DEFAULT_LIBRARY_KEY, DENOISED, HIGHLY_SPATIAL, MORAN_I
 from sepal_tl._logging import logger
 from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._uns import record
 from sepal_tl._validation import (
-    DEFAULT_LIBRARY_KEY,
     check_array_coords,
     check_choice,
     check_finite,
@@ -90,13 +90,13 @@ def select_genes(
     adata: AnnData,
     *,
     n_top: int = 256,
-    layer: str = "denoised",
+    layer: str = DENOISED,
     slides: Sequence[str] | None = None,
     geometry: str = "auto",
     graph: Literal["lattice", "reference"] = "lattice",
     subset: bool = False,
-    key_added: str = "moran_i",
-    connectivities_key: str | None = "sepal_connectivities",
+    key_added: str = MORAN_I,
+    connectivities_key: str | None = CONNECTIVITIES,
     library_key: str | None = DEFAULT_LIBRARY_KEY,
     copy: bool = False,
 ) -> AnnData | None:
@@ -205,7 +205,7 @@ def select_genes(
     if copy:
         adata = adata.copy()
     adata.var[key_added] = moran.to_numpy()
-    adata.var["highly_spatial"] = selected
+    adata.var[HIGHLY_SPATIAL] = selected
     adata.varm[f"{key_added}_per_slide"] = table
     if connectivities_key is not None:
         adata.obsp[connectivities_key] = adjacency

@@ -8,10 +8,11 @@ from typing import Any
 import pandas as pd
 from anndata import AnnData
 
+from sepal_tl._keys import COUNTS, DEFAULT_LIBRARY_KEY, LOG2TPM, OBSERVED, UNS
 from sepal_tl._logging import logger
 from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._uns import record
-from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_choice, check_counts_layer, check_unique_var_names
+from sepal_tl._validation import check_choice, check_counts_layer, check_unique_var_names
 
 from ._combat import combat as _combat
 from ._denoise import denoise
@@ -94,14 +95,14 @@ def run(
     params = {**PRESETS[preset], **overrides}
     work = adata.copy()  # every step runs on a copy so that a failure leaves ``adata`` untouched
     rows = [("input", work.n_obs, work.n_vars)]
-    if "counts" not in work.layers:
-        work.layers["counts"] = work.X.copy()
+    if COUNTS not in work.layers:
+        work.layers[COUNTS] = work.X.copy()
     _filter(work, library_key=library_key, **{k: params[k] for k in _FILTER_KEYS})
     rows.append(("filter", work.n_obs, work.n_vars))
     tpm(work, gene_lengths=gene_lengths)
     rows.append(("tpm", work.n_obs, work.n_vars))
     log2p(work)
-    denoise(work, layer="log2tpm", counts_layer="counts", library_key=library_key)
+    denoise(work, layer=LOG2TPM, counts_layer=COUNTS, library_key=library_key)
     rows.append(("denoise", work.n_obs, work.n_vars))
     select_genes(work, n_top=params["n_top"], slides=slides, subset=True, library_key=library_key)
     rows.append(("select_genes", work.n_obs, work.n_vars))
@@ -109,9 +110,9 @@ def run(
         _combat(work, key=params["combat_key"])
         rows.append(("combat", work.n_obs, work.n_vars))
     summary = pd.DataFrame(rows, columns=["step", "n_spots", "n_genes"]).set_index("step")
-    imputed = float(1 - work.layers["observed"].mean())  # over the selected genes, as the paper reports it
+    imputed = float(1 - work.layers[OBSERVED].mean())  # over the selected genes, as the paper reports it
     record(work, "pp", "run", {"preset": preset, **params, "slides": slides, "library_key": library_key})
-    work.uns["sepal"]["pp"]["summary"] = {
+    work.uns[UNS]["pp"]["summary"] = {
         "step": list(summary.index),
         "n_spots": summary["n_spots"].tolist(),
         "n_genes": summary["n_genes"].tolist(),
@@ -158,7 +159,8 @@ def run_summary(adata: AnnData) -> pd.DataFrame:
     combat            140       16
     >>> round(summary.attrs["imputed_fraction"], 2)
     0.25
-    stored = adata.uns.get("sepal", {}).get("pp", {}).get("summary")
+    """
+    stored = adata.uns.get(UNS, {}).get("pp", {}).get("summary")
     if stored is None:
         msg = "adata has no sepal.pp.run summary (uns['sepal']['pp']['summary']); run sepal.pp.run first."
         raise KeyError(msg)

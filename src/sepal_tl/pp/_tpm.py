@@ -9,6 +9,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from sepal_tl._keys import TPM
 from sepal_tl._logging import logger
 from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._uns import record
@@ -39,7 +40,7 @@ def tpm(
     *,
     gene_lengths: pd.Series | pd.DataFrame | str | os.PathLike | None = None,
     layer: str | None = None,
-    key_added: str = "tpm",
+    key_added: str = TPM,
     copy: bool = False,
 ) -> AnnData | None:
     """Transcripts per million, normalised over the genes in ``adata``.

@@ -12,19 +12,17 @@ import torch
 from anndata import AnnData
 from torch import nn
 
+from sepal_tl._keys import DEFAULT_LIBRARY_KEY, UNS, UNS_EMBEDDINGS
 from sepal_tl._logging import logger
 from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._uns import record
-from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_finite
+from sepal_tl._validation import check_finite
 from sepal_tl.tl._backbones import EncoderSpec, encode_arg, load_backbone
 from sepal_tl.tl._encoder import backbone_width
 from sepal_tl.tl._images import resolve_images
 from sepal_tl.tl._model import SepalModel
 from sepal_tl.tl._patches import PatchGeometry, SpotPatches, eight_symmetries, with_stain_target
 from sepal_tl.tl._training import device_of
-
-#: ``uns["sepal"]["embeddings"][key]`` holds, as JSON, the encoder spec and patch geometry that made ``obsm[key]``.
-EMBEDDINGS_UNS = "embeddings"
 
 
 def compute_embeddings(
@@ -92,7 +90,7 @@ def recorded_encoder(adata: AnnData, key: str) -> dict[str, Any] | None:
     ``"tta"``, and the ``"pretrained"`` / ``"model_kwargs"`` needed to load the same encoder again
     (``"pretrained"`` is ``None`` when the encoder came from a :class:`SepalModel`).
     """
-    entry = adata.uns.get("sepal", {}).get(EMBEDDINGS_UNS, {}).get(key)
+    entry = adata.uns.get(UNS, {}).get(UNS_EMBEDDINGS, {}).get(key)
     return None if entry is None else json.loads(entry)
 
 
@@ -236,6 +234,6 @@ def embed(
         tta=tta,
     )
     adata.obsm[key] = values
-    adata.uns.setdefault("sepal", {}).setdefault(EMBEDDINGS_UNS, {})[key] = entry
+    adata.uns.setdefault(UNS, {}).setdefault(UNS_EMBEDDINGS, {})[key] = entry
     record(adata, "tl", "embed", {"key_added": key, "encoder": spec.name, "source": spec.source, "tta": tta})
     logger.info("added %r (%d x %d) to adata.obsm", key, *values.shape)

@@ -9,14 +9,23 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from sepal_tl._keys import (
+    BASELINE,
+    DEFAULT_LIBRARY_KEY,
+    DENOISED,
+    METRICS,
+    OBSERVED,
+    PREDICTION,
+    SPLIT,
+    UNS,
+    gene_score_column,
+)
 from sepal_tl._logging import logger
 from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._uns import record
-from sepal_tl._validation import DEFAULT_LIBRARY_KEY, resolve_libraries
-from sepal_tl.tl._metrics import COUNTS, METRICS, AxisScores, prepare, skip_report, summarize
+from sepal_tl._validation import resolve_libraries
+from sepal_tl.tl._metrics import COUNTS, AxisScores, prepare, skip_report, summarize
 
-#: Row name of the train-mean baseline.
-BASELINE = "mean_baseline"
 _TRUTH_HINT = "Run sepal.pp.denoise (or sepal.pp.run) first, or pass truth= naming the ground-truth layer."
 _MASK_HINT = (
     "Run sepal.pp.denoise (or sepal.pp.run) first, which stores it, or pass mask= naming a boolean layer "
@@ -176,9 +185,9 @@ def _store(
     for metric, values in (("pcc", genes.pcc), ("r2", genes.r2)):
         column = np.full(adata.n_vars, np.nan)
         column[gene_idx] = values
-        adata.var[f"{pred}_{metric}_{split_name}"] = column
+        adata.var[gene_score_column(pred, metric, split_name)] = column
     stored = {_storable(row): {col: float(value) for col, value in values.items()} for row, values in table.items()}
-    store = adata.uns.setdefault("sepal", {}).setdefault(key_added, {}).setdefault(_storable(pred), {})
+    store = adata.uns.setdefault(UNS, {}).setdefault(key_added, {}).setdefault(_storable(pred), {})
     store[_storable(split_name)] = stored
 
 
@@ -186,11 +195,11 @@ def _store(
 def evaluate(
     adata: AnnData,
     *,
-    truth: str = "denoised",
-    pred: str = "sepal",
-    mask: str = "observed",
+    truth: str = DENOISED,
+    pred: str = PREDICTION,
+    mask: str = OBSERVED,
     split: str | None = "test",
-    split_key: str = "split",
+    split_key: str = SPLIT,
     baseline: bool = True,
     key_added: str = "metrics",
     library_key: str | None = DEFAULT_LIBRARY_KEY,
@@ -298,8 +307,8 @@ def evaluate(
         pred,
         selected.size,
         gene_idx.size,
-        f"{pred}_pcc_{split_name}",
-        f"{pred}_r2_{split_name}",
+        gene_score_column(pred, "pcc", split_name),
+        gene_score_column(pred, "r2", split_name),
         key_added,
         pred,
         split_name,

@@ -11,11 +11,22 @@ import torch
 from anndata import AnnData
 
 from sepal_tl._compat import import_lightning
+from sepal_tl._keys import (
+    DEFAULT_LIBRARY_KEY,
+    DENOISED,
+    OBSERVED,
+    PREDICTION,
+    SPLIT,
+    UNS,
+    UNS_EMBEDDING_MODEL,
+    embedding_obsm,
+    local_layer,
+)
 from sepal_tl._logging import logger
 from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._settings import settings
 from sepal_tl._uns import record
-from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_choice, resolve_libraries
+from sepal_tl._validation import check_choice, resolve_libraries
 from sepal_tl.tl._backbones import EncoderSpec, decode_arg, encode_arg, load_backbone
 from sepal_tl.tl._embed import compute_embeddings, recorded_encoder
 from sepal_tl.tl._encoder import EMBEDDING_NORMS, LocalEncoder, column_stats
@@ -128,10 +139,10 @@ def write_local_outputs(
     ``local`` is in the model's gene order; ``order`` maps it to ``adata``'s columns when they differ.
     """
     if raw is not None:
-        adata.obsm[f"X_{key_added}"] = raw
+        adata.obsm[embedding_obsm(key_added)] = raw
     values = local + model.offset
-    adata.layers[f"{key_added}_local"] = values if order is None else values[:, order]
-    adata.uns.setdefault("sepal", {}).setdefault("tl", {})["embedding_model"] = model.uid
+    adata.layers[local_layer(key_added)] = values if order is None else values[:, order]
+    adata.uns.setdefault(UNS, {}).setdefault("tl", {})[UNS_EMBEDDING_MODEL] = model.uid
 
 
 def _frozen_backbone(
@@ -205,8 +216,8 @@ def fit_encoder(
     adata: AnnData,
     *,
     image: Any = None,
-    layer: str = "denoised",
-    split_key: str = "split",
+    layer: str = DENOISED,
+    split_key: str = SPLIT,
     backbone: str = "vit_base_patch16_224",
     pretrained: bool | str | os.PathLike = True,
     model_kwargs: dict[str, Any] | None = None,
@@ -216,7 +227,7 @@ def fit_encoder(
     embedding_norm: Literal["none", "train", "slide"] | None = None,
     target: Literal["delta", "absolute"] = "delta",
     loss: Literal["mse", "masked_mse"] = "mse",
-    mask: str = "observed",
+    mask: str = OBSERVED,
     patch_scale: float = 1.0,
     patch_size: int | None = None,
     mean: tuple[float, float, float] | None = None,
@@ -232,7 +243,7 @@ def fit_encoder(
     device: str = "auto",
     random_state: int | None = 0,
     trainer_kwargs: dict[str, Any] | None = None,
-    key_added: str = "sepal",
+    key_added: str = PREDICTION,
     library_key: str | None = DEFAULT_LIBRARY_KEY,
 ) -> SepalModel:
     """Fit SEPAL's local stage: a linear head over the genes on an image encoder.

@@ -15,8 +15,6 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-#: The six metrics, in SEPAL's order.
-METRICS: tuple[str, ...] = ("MSE", "MAE", "PCC-Gene", "R2-Gene", "PCC-Patch", "R2-Patch")
 #: How many entries, genes and spots entered each number of :func:`compute_metrics`.
 COUNTS: tuple[str, ...] = ("n_observed", "n_genes_pcc", "n_genes_r2", "n_spots_pcc", "n_spots_r2")
 

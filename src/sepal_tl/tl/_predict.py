@@ -9,10 +9,19 @@ import pandas as pd
 from anndata import AnnData
 
 from sepal_tl._graph import lattice_graph
+from sepal_tl._keys import (
+    DEFAULT_LIBRARY_KEY,
+    MEASURED,
+    PREDICTION,
+    UNS,
+    UNS_EMBEDDING_MODEL,
+    embedding_obsm,
+    local_layer,
+)
 from sepal_tl._logging import logger
 from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._uns import record
-from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_array_coords, resolve_libraries
+from sepal_tl._validation import check_array_coords, resolve_libraries
 from sepal_tl.tl._inputs import check_bin_size
 from sepal_tl.tl._local import model_embeddings
 from sepal_tl.tl._model import SepalModel
@@ -51,7 +60,7 @@ def _output(adata: AnnData, model: SepalModel, shared: list[str]) -> tuple[AnnDa
             layer = np.zeros(target.shape, dtype=np.float32)
             layer[:, columns] = np.asarray(_dense(adata[:, shared].layers[name]), dtype=np.float32)
             target.layers[name] = layer
-        target.var["measured"] = target.var_names.isin(shared)
+        target.var[MEASURED] = target.var_names.isin(shared)
     return target, False
 
 
@@ -66,7 +75,7 @@ def predict(
     *,
     image: Any = None,
     embedding_key: str | None = None,
-    key_added: str = "sepal",
+    key_added: str = PREDICTION,
     batch_size: int = 64,
     device: str = "auto",
     num_workers: int = 0,
@@ -163,12 +172,12 @@ def predict(
     columns = target.var_names.get_indexer(model.genes)
     order = np.argsort(columns)  # model order → the target's column order
     if key is None:
-        target.obsm[f"X_{key_added}"] = raw
-    target.layers[f"{key_added}_local"] = local[:, order]
+        target.obsm[embedding_obsm(key_added)] = raw
+    target.layers[local_layer(key_added)] = local[:, order]
     target.layers[key_added] = final[:, order]
     if not in_place:
         target.X = target.layers[key_added].copy()
-    target.uns.setdefault("sepal", {}).setdefault("tl", {})["embedding_model"] = model.uid
+    target.uns.setdefault(UNS, {}).setdefault("tl", {})[UNS_EMBEDDING_MODEL] = model.uid
     record(
         target,
         "tl",

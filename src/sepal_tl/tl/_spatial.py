@@ -11,11 +11,12 @@ from anndata import AnnData
 
 from sepal_tl._compat import import_lightning
 from sepal_tl._graph import lattice_graph
+from sepal_tl._keys import DEFAULT_LIBRARY_KEY, PREDICTION, SPLIT, UNS, UNS_EMBEDDING_MODEL, embedding_obsm
 from sepal_tl._logging import logger
 from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._settings import settings
 from sepal_tl._uns import record
-from sepal_tl._validation import DEFAULT_LIBRARY_KEY, check_array_coords, check_choice, resolve_libraries
+from sepal_tl._validation import check_array_coords, check_choice, resolve_libraries
 from sepal_tl.tl._gnn import SpatialHead
 from sepal_tl.tl._inputs import dense_layer, split_indices
 from sepal_tl.tl._local import model_embeddings, write_local_outputs
@@ -83,10 +84,10 @@ def spatial_inputs(
     ``adata`` already holds this model's, else computed — and the m-hop neighbourhoods of the slides' lattice
     graphs. Nothing is written to ``adata``.
     """
-    emb_key = f"X_{key_added}"
+    emb_key = embedding_obsm(key_added)
     fresh = (
         embedding_key is None
-        and adata.uns.get("sepal", {}).get("tl", {}).get("embedding_model") == model.uid
+        and adata.uns.get(UNS, {}).get("tl", {}).get(UNS_EMBEDDING_MODEL) == model.uid
         and emb_key in adata.obsm
     )
     libraries = resolve_libraries(adata, library_key)
@@ -175,7 +176,7 @@ def fit_spatial(
     model: SepalModel,
     *,
     image: Any = None,
-    split_key: str = "split",
+    split_key: str = SPLIT,
     n_hops: int = 1,
     operator: str = "GraphConv",
     hidden: Sequence[int] = (256,),
@@ -192,7 +193,7 @@ def fit_spatial(
     device: str = "auto",
     random_state: int | None = 0,
     trainer_kwargs: dict[str, Any] | None = None,
-    key_added: str = "sepal",
+    key_added: str = PREDICTION,
     library_key: str | None = DEFAULT_LIBRARY_KEY,
     embedding_key: str | None = None,
 ) -> SepalModel:
