@@ -1,8 +1,13 @@
 """sepal_tl: predict spatial gene expression from H&E histology with SEPAL (``import sepal_tl as sepal``)."""
 
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 
-from . import datasets, io, pl, pp, tl
+# spatialdata and pooch import ``tqdm.auto``, which warns "IProgress not found" in a Jupyter kernel without
+# ipywidgets. None of our calls into them shows a progress bar, so the notice would only confuse.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    from . import datasets, io, pl, pp, tl
 from ._settings import settings
 
 try:
