@@ -194,6 +194,59 @@ class Slide:
         return (x0, x1), (y1, y0)
 
 
+def _slide_rows(
+    adata: AnnData, library_id: str | None, library_key: str | None, spatial_uns: dict
+) -> tuple[str, np.ndarray]:
+    """The library to draw (the only one when ``library_id`` is ``None``) and the rows of its spots."""
+    libraries = resolve_libraries(adata, library_key)
+    available = [str(c) for c in libraries.cat.categories if (libraries == c).any()]
+    if library_id is None:
+        if len(available) > 1:
+            msg = (
+                f"adata holds {len(available)} slides ({available}); pass library_id= naming the one to draw "
+                f"(values of obs[{library_key!r}])."
+            )
+            raise ValueError(msg)
+        # one slide without a library column: its uns entry is the only one there
+        if available[0] not in spatial_uns and len(spatial_uns) == 1:
+            return next(iter(spatial_uns)), np.arange(adata.n_obs)
+        return available[0], np.flatnonzero((libraries == available[0]).to_numpy())
+    library_id = str(library_id)
+    if library_id in available:
+        return library_id, np.flatnonzero((libraries == library_id).to_numpy())
+    if len(available) == 1 and library_id in spatial_uns:
+        return library_id, np.arange(adata.n_obs)
+    msg = f"library_id={library_id!r} is not a slide of adata; choose one of {available}."
+    raise ValueError(msg)
+
+
+def _slide_image(spatial_uns: dict, library_id: str, img_key: str) -> tuple[np.ndarray, float]:
+    """The ``img_key`` image of ``uns["spatial"][library_id]`` and its scale factor."""
+    entry = spatial_uns.get(library_id)
+    if entry is None:
+        msg = (
+            f"adata.uns['spatial'][{library_id!r}] is missing, so there is no H&E image to draw on "
+            f"(libraries with images: {sorted(spatial_uns)}). Pass img=False to draw the spots alone."
+        )
+        raise KeyError(msg)
+    images = entry.get("images", {})
+    if img_key not in images:
+        msg = (
+            f"No image {img_key!r} in adata.uns['spatial'][{library_id!r}]['images'] "
+            f"(available: {sorted(images)}). Pass img_key= naming one, or img=False."
+        )
+        raise KeyError(msg)
+    scalefactors = dict(entry.get("scalefactors", {})) if isinstance(entry, dict) else {}
+    scale_key = f"tissue_{img_key}_scalef"
+    if scale_key not in scalefactors:
+        msg = (
+            f"adata.uns['spatial'][{library_id!r}]['scalefactors'] has no {scale_key!r}, so the {img_key!r} image "
+            "cannot be placed in full-resolution coordinates. Pass img=False to draw the spots alone."
+        )
+        raise KeyError(msg)
+    return np.asarray(images[img_key]), float(scalefactors[scale_key])
+
+
 def slide(
     adata: AnnData,
     library_id: str | None,
@@ -204,33 +257,8 @@ def slide(
     img_key: str = "hires",
 ) -> Slide:
     """Resolve ``library_id`` and gather what is needed to draw its spots (clear errors before any drawing)."""
-    libraries = resolve_libraries(adata, library_key)
-    available = [str(c) for c in libraries.cat.categories if (libraries == c).any()]
     spatial_uns = adata.uns.get("spatial", {})
-    if library_id is None:
-        if len(available) > 1:
-            msg = (
-                f"adata holds {len(available)} slides ({available}); pass library_id= naming the one to draw "
-                f"(values of obs[{library_key!r}])."
-            )
-            raise ValueError(msg)
-        library_id = available[0]
-        # one slide without a library column: its uns entry is the only one there
-        if library_id not in spatial_uns and len(spatial_uns) == 1:
-            library_id = next(iter(spatial_uns))
-            rows = np.arange(adata.n_obs)
-        else:
-            rows = np.flatnonzero((libraries == available[0]).to_numpy())
-    else:
-        library_id = str(library_id)
-        if library_id not in available:
-            if len(available) == 1 and library_id in spatial_uns:
-                rows = np.arange(adata.n_obs)
-            else:
-                msg = f"library_id={library_id!r} is not a slide of adata; choose one of {available}."
-                raise ValueError(msg)
-        else:
-            rows = np.flatnonzero((libraries == library_id).to_numpy())
+    library_id, rows = _slide_rows(adata, library_id, library_key, spatial_uns)
     if spatial_key not in adata.obsm:
         msg = (
             f"adata.obsm[{spatial_key!r}] is missing: spot coordinates (full-resolution pixels, x = column, y = row) "
@@ -244,29 +272,7 @@ def slide(
 
     entry = spatial_uns.get(library_id)
     scalefactors = dict(entry.get("scalefactors", {})) if isinstance(entry, dict) else {}
-    image, scale = None, 1.0
-    if img:
-        if entry is None:
-            msg = (
-                f"adata.uns['spatial'][{library_id!r}] is missing, so there is no H&E image to draw on "
-                f"(libraries with images: {sorted(spatial_uns)}). Pass img=False to draw the spots alone."
-            )
-            raise KeyError(msg)
-        images = entry.get("images", {})
-        if img_key not in images:
-            msg = (
-                f"No image {img_key!r} in adata.uns['spatial'][{library_id!r}]['images'] "
-                f"(available: {sorted(images)}). Pass img_key= naming one, or img=False."
-            )
-            raise KeyError(msg)
-        scale_key = f"tissue_{img_key}_scalef"
-        if scale_key not in scalefactors:
-            msg = (
-                f"adata.uns['spatial'][{library_id!r}]['scalefactors'] has no {scale_key!r}, so the {img_key!r} image "
-                "cannot be placed in full-resolution coordinates. Pass img=False to draw the spots alone."
-            )
-            raise KeyError(msg)
-        image, scale = np.asarray(images[img_key]), float(scalefactors[scale_key])
+    image, scale = _slide_image(spatial_uns, library_id, img_key) if img else (None, 1.0)
     diameter = scalefactors.get("spot_diameter_fullres")
     if diameter is None or not np.isfinite(diameter) or diameter <= 0:
         diameter = _fallback_diameter(coords)
