@@ -9,7 +9,7 @@ from anndata.tests.helpers import assert_equal
 from scipy import sparse
 
 from sepal_tl.tl._evaluate import evaluate
-from sepal_tl.tl._metrics import compute_metrics, per_gene_metrics, per_spot_metrics
+from sepal_tl.tl._metrics import compute_metrics, pearson, per_gene_metrics, per_spot_metrics
 
 # A 3 spots × 3 genes example; the entry (spot 2, gene 1) is not observed (truth 9, prediction 99 are ignored).
 Y = np.array([[1.0, 2.0, 5.0], [2.0, 4.0, 1.0], [3.0, 9.0, 4.0]])
@@ -371,3 +371,11 @@ def test_evaluate_sparse_layers_give_the_same_table():
     adata.layers["denoised"] = sparse.csr_matrix(adata.layers["denoised"])
     adata.layers["observed"] = sparse.csr_matrix(adata.layers["observed"])
     pd.testing.assert_frame_equal(evaluate(adata), dense)
+
+
+def test_pearson_of_the_finite_pairs_by_hand():
+    # finite pairs (1, 2), (2, 4), (3, 7): centred a = (-1, 0, 1), b = (-7, -1, 8) / 3, so r = 5 / sqrt(2 * 114 / 9)
+    a, b = np.array([1.0, 2.0, 3.0, np.nan]), np.array([2.0, 4.0, 7.0, 1.0])
+    assert pearson(a, b) == pytest.approx(5 / np.sqrt(2 * 114 / 9))
+    assert np.isnan(pearson(np.array([1.0, 2.0]), np.array([3.0, 3.0])))  # constant side
+    assert np.isnan(pearson(np.array([1.0, np.inf]), np.array([1.0, 2.0])))  # one finite pair

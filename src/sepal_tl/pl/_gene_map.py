@@ -23,9 +23,9 @@ from sepal_tl.pl._utils import (
     gene_indices,
     layer_hint,
     layer_matrix,
-    pearson,
     slide,
 )
+from sepal_tl.tl._metrics import pearson
 
 
 def _pcc_column(adata: AnnData, pcc_key: str | Literal[False] | None, pred: str) -> str | None:

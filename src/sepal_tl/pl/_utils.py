@@ -413,17 +413,6 @@ def panel_size(view: Slide, width: float) -> tuple[float, float]:
     return width, width * float(np.clip(aspect, 0.3, 3.0))
 
 
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation of the finite pairs; NaN when fewer than 2 or a constant side."""
-    ok = np.isfinite(a) & np.isfinite(b)
-    a, b = a[ok], b[ok]
-    if a.size < 2:
-        return float("nan")
-    a, b = a - a.mean(), b - b.mean()
-    denom = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / denom) if denom > 0 else float("nan")
-
-
 def draw_gene_blocks(
     view: Slide,
     values: list[list[np.ndarray]],

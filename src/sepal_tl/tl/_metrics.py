@@ -128,6 +128,17 @@ def _mean(values: np.ndarray) -> tuple[float, int]:
     return (float(values[ok].mean()) if count else float("nan")), count
 
 
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of the finite pairs of two vectors; NaN when fewer than 2 or a constant side."""
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    if a.size < 2:
+        return float("nan")
+    a, b = a - a.mean(), b - b.mean()
+    denom = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / denom) if denom > 0 else float("nan")
+
+
 def summarize(y: np.ndarray, p: np.ndarray, m: np.ndarray) -> tuple[dict[str, float], AxisScores, AxisScores]:
     """The metrics of :func:`compute_metrics` and the per-gene and per-spot scores, on :func:`prepare` output."""
     genes = axis_scores(y, p, m, axis=0)
