@@ -6,7 +6,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test lint clean
+# Everything ruff checks and formats; mypy checks src/ (the paths are in pyproject.toml [tool.mypy]).
+CODE := src tests benchmarks scripts
+
+.PHONY: demo test test-fast lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,11 +27,20 @@ $(VENV)/.test: $(VENV)/.core
 demo: $(VENV)/.core
 	$(BIN)/sepal demo --out demo_out
 
-## make test: install the test and doc tools, lint, run the test suite, and build the docs (warnings are errors)
-test: $(VENV)/.test
-	$(BIN)/ruff check src tests benchmarks scripts
+## make lint: ruff's lint rules and format check on the code, mypy on src/ (the checks of .pre-commit-config.yaml)
+lint: $(VENV)/.test
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
+	$(BIN)/mypy
+
+## make test: lint, the whole test suite (slow tests included), and the docs (warnings are errors); what CI runs
+test: lint
 	$(BIN)/python -m pytest
 	$(BIN)/sphinx-build -W -b html docs docs/_build/html
+
+## make test-fast: the test suite without the tests marked slow (network training, notebooks, subprocesses)
+test-fast: $(VENV)/.test
+	$(BIN)/python -m pytest -m "not slow"
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -4,6 +4,20 @@ Everything here needs PyTorch; it is imported on first use, so ``import sepal_tl
 """
 
 import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports each name on first use
+    from ._embed import embed
+    from ._evaluate import evaluate
+    from ._fit import fit
+    from ._images import ImageSource, resolve_images
+    from ._local import fit_encoder
+    from ._metrics import compute_metrics, per_gene_metrics, per_spot_metrics
+    from ._model import SepalModel
+    from ._patches import PatchGeometry, SpotPatches, eight_symmetries, preprocess_patches
+    from ._predict import predict
+    from ._presets import PRESETS
+    from ._spatial import fit_spatial
 
 _EXPORTS = {
     "fit": "_fit",
@@ -28,7 +42,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         msg = f"module 'sepal_tl.tl' has no attribute {name!r}"
         raise AttributeError(msg)
