@@ -78,7 +78,7 @@ def gene_map(
     show: bool | None = None,
     save: bool | str | Path | None = None,
     return_fig: bool = False,
-) -> Figure | list[Axes] | None:
+) -> Figure | Axes | list[Axes] | None:
     """Plot genes on the slide's H&E: ground truth and prediction side by side (the paper's Figure 4).
 
     Each gene gets one block of panels, one per layer, sharing one colour scale (the range of the gene's values

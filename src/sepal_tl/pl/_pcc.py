@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ def pcc_histogram(
     *,
     pred: str = PREDICTION,
     split: str = "test",
-    bins: int | np.ndarray = 30,
+    bins: int | Sequence[float] = 30,
     color: str = "C0",
     ax: Axes | None = None,
     figsize: tuple[float, float] = (5.0, 3.5),

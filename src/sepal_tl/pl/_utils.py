@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, TypeVar, cast
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt
@@ -20,6 +21,9 @@ from scipy.spatial import cKDTree
 
 from sepal_tl._logging import logger
 from sepal_tl._validation import get_matrix, resolve_libraries
+
+#: What a plotting function draws into: one Axes or a list of them.
+_Drawn = TypeVar("_Drawn", bound="Axes | list[Axes]")
 
 #: ``gid`` of the collection that draws the spots, and of the one that marks imputed spots.
 SPOTS_GID = "spots"
@@ -54,10 +58,10 @@ def root_figure(ax: Axes) -> Figure:
     fig = ax.figure
     while not isinstance(fig, Figure) and getattr(fig, "figure", None) is not None and fig.figure is not fig:
         fig = fig.figure
-    return fig
+    return cast(Figure, fig)
 
 
-def figure_path(save: bool | str | Path, name: str) -> Path:
+def figure_path(save: Literal[True] | str | Path, name: str) -> Path:
     """Where ``save=`` writes a figure, with scanpy's semantics.
 
     ``True``: ``sc.settings.figdir / f"{name}.{sc.settings.file_format_figs}"``. A file name without a folder (a
@@ -77,7 +81,7 @@ def figure_path(save: bool | str | Path, name: str) -> Path:
     return path if path.suffix else path.with_suffix(".png")
 
 
-def save_figure(fig: Figure, save: bool | str | Path, name: str) -> Path:
+def save_figure(fig: Figure, save: Literal[True] | str | Path, name: str) -> Path:
     """Write ``fig`` where :func:`figure_path` says."""
     path = figure_path(save, name)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,14 +92,14 @@ def save_figure(fig: Figure, save: bool | str | Path, name: str) -> Path:
 
 def finish(
     fig: Figure,
-    result: Axes | list[Axes],
+    result: _Drawn,
     *,
     show: bool | None,
     save: bool | str | Path | None,
     return_fig: bool,
     name: str,
     ax_given: bool = False,
-) -> Figure | Axes | list[Axes] | None:
+) -> Figure | _Drawn | None:
     """Save, show and pick what to return, following scanpy's habits.
 
     ``show=None`` shows the figure only when matplotlib is in interactive mode (e.g. IPython with ``%matplotlib``)
@@ -184,6 +188,7 @@ class Slide:
     @property
     def extent(self) -> tuple[float, float, float, float]:
         """``imshow`` extent that puts the image in full-resolution coordinates (y down)."""
+        assert self.image is not None, "extent is only asked of a view with an image"
         h, w = self.image.shape[:2]
         return (-0.5 / self.scale, (w - 0.5) / self.scale, (h - 0.5) / self.scale, -0.5 / self.scale)
 
@@ -454,7 +459,7 @@ def draw_gene_blocks(
         block: list[Axes] = []
         legend_done = False
         for p in range(n_panels):
-            panel = ax if grid is None else fig.add_subplot(grid[r, c * n_panels + p])
+            panel = cast(Axes, ax) if grid is None else fig.add_subplot(grid[r, c * n_panels + p])
             spots = draw_slide_panel(
                 panel,
                 view,
