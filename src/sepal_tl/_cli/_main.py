@@ -14,6 +14,7 @@ from sepal_tl._atomic import FolderLockedError
 from sepal_tl._cli._checks import check_device, check_model_folder, check_writable
 from sepal_tl._cli._config import ConfigError, RunConfig, load_config
 from sepal_tl._cli._output import output_folder, write_h5ad
+from sepal_tl._docs import PITCH_DEFAULT
 from sepal_tl._keys import DEFAULT_LIBRARY_KEY, SPLIT
 
 
@@ -200,7 +201,7 @@ def _parser() -> argparse.ArgumentParser:
         "--pitch",
         type=_positive_float,
         default=None,
-        help="spot pitch in pixels (default: Visium's, 100/55 x diameter)",
+        help=f"spot pitch in pixels (default: {PITCH_DEFAULT})",
     )
     predict.add_argument(
         "--geometry",

@@ -11,12 +11,14 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from sepal_tl._docs import inject_docs
 from sepal_tl._logging import logger
 from sepal_tl._validation import check_choice
 
 from ._common import library_ids
 
 
+@inject_docs
 def concat(
     adatas: Iterable[AnnData],
     *,
@@ -30,8 +32,7 @@ def concat(
     adatas
         The slides, e.g. from :func:`read_visium` / :func:`read_st`. Each may itself hold several libraries.
     library_key
-        ``obs`` column naming each spot's library. An AnnData without this column must hold exactly one
-        library in ``uns["spatial"]``, whose id is then used. Library ids must be distinct across inputs.
+        %(library_key)s An AnnData without this column must hold exactly one library in ``uns["spatial"]``, whose id is then used. Library ids must be distinct across inputs.
     join
         ``"inner"`` keeps the genes measured in every slide, ``"outer"`` all genes (sparse counts of genes
         missing from a slide are filled with 0).

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from anndata import AnnData, read_h5ad
 
+from sepal_tl._docs import inject_docs
 from sepal_tl._sdata import is_spatialdata
 from sepal_tl._validation import resolve_libraries
 
@@ -69,9 +70,10 @@ def read_anndata(path: str | os.PathLike, *, library_id: str | None = None, tabl
         File or folder, as for :func:`read`.
     library_id
         Names the slide for the readers that take one (HEST, Visium, Visium HD); a ``.h5ad`` or ``.zarr`` must
+@inject_docs
         hold exactly that one library.
     table_key
-        The table of a SpatialData store (default: the only table, else ``"table"``).
+        %(table_key)s
 
     Returns
     -------
@@ -110,7 +112,7 @@ def read_spots(path: str | os.PathLike, *, table_key: str | None = None) -> AnnD
     path
         A ``.h5ad`` file or a SpatialData ``.zarr`` store (or any layout :func:`read` knows).
     table_key
-        The table of a SpatialData store (default: the only table, else ``"table"``).
+        %(table_key)s
 
     Returns
     -------
@@ -120,3 +122,4 @@ def read_spots(path: str | os.PathLike, *, table_key: str | None = None) -> AnnD
     """
     adata = read_anndata(path, table_key=table_key)
     return adata[:, []].copy()
+@inject_docs

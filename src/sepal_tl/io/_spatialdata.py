@@ -32,6 +32,7 @@ from spatialdata.models import Image2DModel, ShapesModel, TableModel
 from spatialdata.transformations import Identity, Scale
 from xarray import DataArray
 
+from sepal_tl._docs import inject_docs
 from sepal_tl._keys import DEFAULT_LIBRARY_KEY
 from sepal_tl._logging import logger
 from sepal_tl._sdata import image_to_shapes, resolve_slides, resolve_table, table_links
@@ -103,6 +104,7 @@ def _free_column(obs: pd.DataFrame, name: str) -> str:
     return candidate
 
 
+@inject_docs
 def to_spatialdata(adata: AnnData, *, library_key: str = "library_id") -> SpatialData:
     """Convert a spatial AnnData (scanpy layout) to :class:`~spatialdata.SpatialData`.
 
@@ -113,7 +115,7 @@ def to_spatialdata(adata: AnnData, *, library_key: str = "library_id") -> Spatia
         ``uns["spatial"][library_id]`` with ``scalefactors["spot_diameter_fullres"]`` (as set by
         :func:`read_visium` / :func:`read_st`). It is not modified.
     library_key
-        ``obs`` column with each spot's library; may be absent when ``uns["spatial"]`` holds one library.
+        %(library_key)s It may be absent when ``uns["spatial"]`` holds one library.
 
     Returns
     -------
@@ -199,6 +201,7 @@ def from_spatialdata(
 ) -> AnnData:
     """Convert a :class:`~spatialdata.SpatialData` back to a spatial AnnData (scanpy layout).
 
+@inject_docs
     The inverse of :func:`to_spatialdata`; also reads spatialdata-io's Visium output (its ``{dataset_id}`` shapes
     and ``{dataset_id}_hires_image`` / ``_lowres_image``, in the ``{dataset_id}`` coordinate system). To work on a
     SpatialData object without converting it, pass it to ``sepal.pp`` / ``sepal.tl`` / ``sepal.pl`` directly.
@@ -208,10 +211,9 @@ def from_spatialdata(
     sdata
         SpatialData whose table annotates shapes elements (circles or polygons) of spots.
     table_key
-        Name of the table; default: the only table, else ``"table"``.
+        %(table_key)s
     library_key
-        ``obs`` column for the library ids. When the table lacks it, a library is named after its shapes element
-        (the table's region).
+        %(library_key)s When the table lacks it, a library is named after its shapes element (the table's region).
 
     Returns
     -------

@@ -15,6 +15,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import ndimage, sparse
 
+from sepal_tl._docs import inject_docs
 from sepal_tl._logging import logger
 from sepal_tl._uns import record
 from sepal_tl._validation import check_choice, check_positive
@@ -265,6 +266,7 @@ def _spatial_entry(small: np.ndarray, size: tuple[int, int], diameter: float, me
     return spatial_entry(images, {"spot_diameter_fullres": diameter, **scales}, metadata)
 
 
+@inject_docs
 def spot_grid(
     image: str | os.PathLike | np.ndarray,
     *,
@@ -298,9 +300,7 @@ def spot_grid(
         Spot diameter in full-resolution pixels; use the diameter the model was trained with (Visium: 55 µm,
         legacy ST: 100 µm, divided by the image's µm per pixel).
     pitch_px
-        Centre-to-centre distance of neighbouring spots in full-resolution pixels. Default
-        ``spot_diameter_px * 100 / 55`` (Visium's 100 µm pitch for 55 µm spots) for ``"hex"`` and
-        ``spot_diameter_px * 2`` (legacy ST's 200 µm pitch for 100 µm spots) for ``"square"``.
+        Centre-to-centre distance of neighbouring spots in full-resolution pixels. Default: %(pitch_default)s.
     tissue_threshold
         HSV saturation above which a pixel counts as tissue (0–1). Lower it for pale stains; raise it when
         background tint is taken for tissue.

@@ -13,6 +13,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 
+from sepal_tl._docs import inject_docs
 from sepal_tl._keys import DEFAULT_LIBRARY_KEY, DENOISED, OBSERVED, PREDICTION, gene_score_column
 from sepal_tl._sdata import spatialdata_aware
 from sepal_tl.pl._utils import (
@@ -52,6 +53,7 @@ def _pcc_label(key: str, pred: str) -> str:
 
 
 @spatialdata_aware(images="display")
+@inject_docs
 def gene_map(
     adata: AnnData,
     genes: str | Sequence[str],
@@ -107,9 +109,9 @@ def gene_map(
     library_id
         Slide to draw (a value of ``obs[library_key]``). ``None`` is allowed when there is only one slide.
     library_key
-        Column of ``adata.obs`` naming each spot's slide.
+        %(library_key)s %(one_slide_rule)s
     spatial_key
-        ``obsm`` key of the full-resolution spot coordinates (x = column, y = row).
+        %(spatial_key)s
     img
         Draw the H&E image under the spots.
     img_key
@@ -134,19 +136,17 @@ def gene_map(
     panel_width
         Width of one panel in inches (the height follows the slide's aspect).
     figsize
-        Figure size in inches; overrides ``panel_width``.
+        %(figsize)s Overrides ``panel_width``.
     ax
-        Axes to draw into, for a single panel (one gene, one layer); a new figure when ``None``.
+        %(ax)s Only for a single panel (one gene, one layer).
     show
-        Show the figure. ``None``: only in interactive mode and when no ``save`` / ``return_fig`` was asked for.
+        %(show)s
     save
-        Save the figure as scanpy does: ``True`` writes ``sc.settings.figdir / "gene_map.{sc.settings.file_format_figs}"``,
-        a file name such as ``"_C2.png"`` goes to ``figdir`` as ``"gene_map_C2.png"``, a path with a folder is used
-        as given (PNG when it has no extension).
+        %(save)s
     return_fig
-        Return the Figure instead of the Axes.
+        %(return_fig)s
     table_key
-        With a :class:`~spatialdata.SpatialData`: the table to plot (default: the only table, else ``"table"``).
+        %(table_key)s
 
     Returns
     -------

@@ -12,6 +12,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from sepal_tl._docs import inject_docs
 from sepal_tl._keys import BASELINE, METRICS
 from sepal_tl.pl._utils import finish, new_figure
 
@@ -157,6 +158,7 @@ def _draw_metric(ax: Axes, metric: str, values: np.ndarray, palette: list[str], 
     ax.spines[["top", "right"]].set_visible(False)
 
 
+@inject_docs
 def metrics(
     results: pd.DataFrame | Sequence[pd.DataFrame] | Mapping[str, pd.DataFrame | pd.Series],
     *,
@@ -196,15 +198,13 @@ def metrics(
     panel_size
         Width and height of one panel in inches.
     figsize
-        Figure size in inches; overrides ``panel_size``.
+        %(figsize)s Overrides ``panel_size``.
     show
-        Show the figure. ``None``: only in interactive mode and when no ``save`` / ``return_fig`` was asked for.
+        %(show)s
     save
-        Save the figure as scanpy does: ``True`` writes ``sc.settings.figdir / "metrics.{sc.settings.file_format_figs}"``,
-        a file name such as ``"_C2.png"`` goes to ``figdir`` as ``"metrics_C2.png"``, a path with a folder is used
-        as given (PNG when it has no extension).
+        %(save)s
     return_fig
-        Return the Figure instead of the Axes.
+        %(return_fig)s
 
     Returns
     -------

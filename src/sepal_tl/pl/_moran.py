@@ -9,6 +9,7 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from sepal_tl._docs import inject_docs
 from sepal_tl._keys import HIGHLY_SPATIAL, MORAN_I
 from sepal_tl._sdata import spatialdata_aware
 from sepal_tl.pl._utils import finish, single_axes
@@ -80,6 +81,7 @@ def _label_top_genes(ax: Axes, names: list[str], ranked: np.ndarray, *, column_x
 
 
 @spatialdata_aware()
+@inject_docs
 def moran(
     adata: AnnData,
     *,
@@ -116,19 +118,17 @@ def moran(
     n_labels
         Number of top genes to name (0 for none).
     ax
-        Axes to draw into; a new figure when ``None``.
+        %(ax)s
     figsize
-        Size of the new figure in inches.
+        %(figsize)s
     show
-        Show the figure. ``None``: only in interactive mode and when no ``ax`` / ``save`` / ``return_fig`` was given.
+        %(show)s
     save
-        Save the figure as scanpy does: ``True`` writes ``sc.settings.figdir / "moran.{sc.settings.file_format_figs}"``,
-        a file name such as ``"_C2.png"`` goes to ``figdir`` as ``"moran_C2.png"``, a path with a folder is used
-        as given (PNG when it has no extension).
+        %(save)s
     return_fig
-        Return the Figure instead of the Axes.
+        %(return_fig)s
     table_key
-        With a :class:`~spatialdata.SpatialData`: the table to plot (default: the only table, else ``"table"``).
+        %(table_key)s
 
     Returns
     -------

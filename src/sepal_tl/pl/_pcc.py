@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from sepal_tl._deprecation import renamed_arguments
+from sepal_tl._docs import inject_docs
 from sepal_tl._keys import PREDICTION, gene_score_column
 from sepal_tl._sdata import spatialdata_aware
 from sepal_tl.pl._utils import finish, single_axes
@@ -19,6 +20,7 @@ from sepal_tl.pl._utils import finish, single_axes
 
 @renamed_arguments(key="pred")
 @spatialdata_aware()
+@inject_docs
 def pcc_histogram(
     adata: AnnData,
     *,
@@ -52,19 +54,17 @@ def pcc_histogram(
     color
         Colour of the bars.
     ax
-        Axes to draw into; a new figure when ``None``.
+        %(ax)s
     figsize
-        Size of the new figure in inches.
+        %(figsize)s
     show
-        Show the figure. ``None``: only in interactive mode and when no ``ax`` / ``save`` / ``return_fig`` was given.
+        %(show)s
     save
-        Save the figure as scanpy does: ``True`` writes ``sc.settings.figdir / "pcc_histogram.{sc.settings.file_format_figs}"``,
-        a file name such as ``"_C2.png"`` goes to ``figdir`` as ``"pcc_histogram_C2.png"``, a path with a folder is used
-        as given (PNG when it has no extension).
+        %(save)s
     return_fig
-        Return the Figure instead of the Axes.
+        %(return_fig)s
     table_key
-        With a :class:`~spatialdata.SpatialData`: the table to plot (default: the only table, else ``"table"``).
+        %(table_key)s
 
     Returns
     -------

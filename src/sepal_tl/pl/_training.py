@@ -10,6 +10,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from sepal_tl._docs import inject_docs
 from sepal_tl.pl._utils import finish, new_figure, root_figure
 
 #: The training stages, in order, with their panel titles.
@@ -32,6 +33,7 @@ def _series(epochs: Sequence[Mapping[str, float]], key: str) -> np.ndarray:
     return np.array([float(e.get(key, np.nan)) for e in epochs], dtype=float)
 
 
+@inject_docs
 def training_curves(
     model: Any,
     *,
@@ -61,19 +63,17 @@ def training_curves(
     log
         Logarithmic y axis.
     ax
-        Axes to draw into: one per stage shown (a single Axes for one stage); a new figure when ``None``.
+        %(ax)s One per stage shown (a single Axes for one stage).
     panel_size
         Width and height of one panel in inches.
     figsize
-        Figure size in inches; overrides ``panel_size``.
+        %(figsize)s Overrides ``panel_size``.
     show
-        Show the figure. ``None``: only in interactive mode and when no ``ax`` / ``save`` / ``return_fig`` was given.
+        %(show)s
     save
-        Save the figure as scanpy does: ``True`` writes ``sc.settings.figdir / "training_curves.{sc.settings.file_format_figs}"``,
-        a file name such as ``"_C2.png"`` goes to ``figdir`` as ``"training_curves_C2.png"``, a path with a folder is used
-        as given (PNG when it has no extension).
+        %(save)s
     return_fig
-        Return the Figure instead of the Axes.
+        %(return_fig)s
 
     Returns
     -------

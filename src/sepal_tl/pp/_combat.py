@@ -6,6 +6,7 @@ import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
+from sepal_tl._docs import inject_docs
 from sepal_tl._keys import DENOISED
 from sepal_tl._logging import logger
 from sepal_tl._sdata import spatialdata_aware
@@ -14,6 +15,7 @@ from sepal_tl._validation import check_finite, get_matrix
 
 
 @spatialdata_aware()
+@inject_docs
 def combat(
     adata: AnnData,
     *,
@@ -39,9 +41,9 @@ def combat(
     key_added
         Output layer (dense float32).
     copy
-        Return a copy instead of writing to ``adata``.
+        %(copy)s
     table_key
-        With a :class:`~spatialdata.SpatialData`: the table to work on (default: the only table, else ``"table"``).
+        %(table_key)s
 
     Returns
     -------

@@ -11,6 +11,7 @@ from scipy import sparse
 from scipy.spatial import cKDTree
 
 from sepal_tl._deprecation import renamed_arguments
+from sepal_tl._docs import inject_docs
 from sepal_tl._keys import COUNTS, DEFAULT_LIBRARY_KEY, DENOISED, OBSERVED
 from sepal_tl._logging import logger
 from sepal_tl._sdata import spatialdata_aware
@@ -247,6 +248,7 @@ def median_filter_slide(x: np.ndarray, coords: np.ndarray, n_radii: int = 7) -> 
 
 @renamed_arguments(mask_key="mask")
 @spatialdata_aware()
+@inject_docs
 def denoise(
     adata: AnnData,
     *,
@@ -288,14 +290,14 @@ def denoise(
         ``mask=`` that :func:`sepal_tl.tl.evaluate` and :func:`sepal_tl.tl.fit_encoder` read. Formerly
         ``mask_key``, which still works with a :class:`FutureWarning`.
     library_key
-        Column of ``adata.obs`` naming each spot's slide.
+        %(library_key)s %(one_slide_rule)s
     n_jobs
         Threads filtering slides in parallel; ``None`` uses :attr:`sepal_tl.settings.n_jobs`, ``-1`` all cores.
         The result does not depend on it.
     copy
-        Return a copy instead of writing to ``adata``.
+        %(copy)s
     table_key
-        With a :class:`~spatialdata.SpatialData`: the table to work on (default: the only table, else ``"table"``).
+        %(table_key)s
 
     Returns
     -------

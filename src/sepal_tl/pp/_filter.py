@@ -8,6 +8,7 @@ import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
+from sepal_tl._docs import inject_docs
 from sepal_tl._keys import DEFAULT_LIBRARY_KEY, EXP_FRAC, GLOB_EXP_FRAC
 from sepal_tl._logging import logger
 from sepal_tl._sdata import spatialdata_aware
@@ -145,6 +146,7 @@ def _add_qc(adata: AnnData, layer: str | None) -> None:
 
 
 @spatialdata_aware()
+@inject_docs
 def filter(
     adata: AnnData,
     *,
@@ -192,12 +194,11 @@ def filter(
     layer
         Layer with raw counts; ``None`` uses ``adata.X``.
     library_key
-        Column of ``adata.obs`` naming each spot's slide. ``None`` (or the default when that column is absent)
-        treats all spots as one slide.
+        %(library_key)s %(one_slide_rule)s
     copy
-        Return a filtered copy instead of filtering ``adata`` in place.
+        %(copy)s
     table_key
-        With a :class:`~spatialdata.SpatialData`: the table to work on (default: the only table, else ``"table"``).
+        %(table_key)s
 
     Returns
     -------

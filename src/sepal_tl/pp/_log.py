@@ -6,6 +6,7 @@ import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
+from sepal_tl._docs import inject_docs
 from sepal_tl._keys import LOG2TPM, TPM
 from sepal_tl._logging import logger
 from sepal_tl._sdata import spatialdata_aware
@@ -14,6 +15,7 @@ from sepal_tl._validation import check_finite, get_matrix
 
 
 @spatialdata_aware()
+@inject_docs
 def log2p(adata: AnnData, *, layer: str = TPM, key_added: str = LOG2TPM, copy: bool = False) -> AnnData | None:
     """``log2(x + 1)`` of a layer, SEPAL's expression scale.
 
@@ -30,9 +32,9 @@ def log2p(adata: AnnData, *, layer: str = TPM, key_added: str = LOG2TPM, copy: b
     key_added
         Name of the output layer.
     copy
-        Return a copy instead of writing to ``adata``.
+        %(copy)s
     table_key
-        With a :class:`~spatialdata.SpatialData`: the table to work on (default: the only table, else ``"table"``).
+        %(table_key)s
 
     Returns
     -------

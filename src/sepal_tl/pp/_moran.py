@@ -12,6 +12,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from sepal_tl._compat import import_squidpy
+from sepal_tl._docs import inject_docs
 from sepal_tl._geometry import resolve_geometry
 from sepal_tl._graph import lattice_graph
 from sepal_tl._keys import CONNECTIVITIES, DEFAULT_LIBRARY_KEY, DENOISED, HIGHLY_SPATIAL, MORAN_I
@@ -86,6 +87,7 @@ def reference_graph(adata: AnnData, libraries: pd.Series, geometry: str) -> spar
 
 
 @spatialdata_aware()
+@inject_docs
 def select_genes(
     adata: AnnData,
     *,
@@ -136,11 +138,11 @@ def select_genes(
         ``obsp`` key for the graph used; ``None`` stores none. The default never touches squidpy's
         ``obsp["spatial_connectivities"]``; pass that name to replace it.
     library_key
-        Column of ``adata.obs`` naming each spot's slide.
+        %(library_key)s %(one_slide_rule)s
     copy
-        Return a copy instead of writing to ``adata``.
+        %(copy)s
     table_key
-        With a :class:`~spatialdata.SpatialData`: the table to work on (default: the only table, else ``"table"``).
+        %(table_key)s
 
     Returns
     -------

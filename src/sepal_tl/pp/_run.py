@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 from anndata import AnnData
 
+from sepal_tl._docs import inject_docs
 from sepal_tl._keys import COUNTS, DEFAULT_LIBRARY_KEY, LOG2TPM, OBSERVED, UNS
 from sepal_tl._logging import logger
 from sepal_tl._sdata import spatialdata_aware
@@ -33,6 +34,7 @@ _FILTER_KEYS = (
 
 
 @spatialdata_aware()
+@inject_docs
 def run(
     adata: AnnData,
     *,
@@ -57,14 +59,14 @@ def run(
     gene_lengths
         Passed to :func:`sepal_tl.pp.tpm`.
     library_key
-        Column of ``adata.obs`` naming each spot's slide.
+        %(library_key)s %(one_slide_rule)s
     copy
-        Work on a copy and return it instead of changing ``adata``.
+        %(copy)s
     **overrides
         Any preset value: ``min_counts_spot``, ``max_counts_spot``, ``min_counts_gene``, ``max_counts_gene``,
         ``min_frac_slide``, ``min_frac_global``, ``n_top``, ``combat_key`` (``None`` skips ComBat).
     table_key
-        With a :class:`~spatialdata.SpatialData`: the table to work on (default: the only table, else ``"table"``).
+        %(table_key)s
 
     Returns
     -------
@@ -126,6 +128,7 @@ def run(
 
 
 @spatialdata_aware()
+@inject_docs
 def run_summary(adata: AnnData) -> pd.DataFrame:
     """Spots and genes left after each step of :func:`run`.
 
@@ -134,7 +137,7 @@ def run_summary(adata: AnnData) -> pd.DataFrame:
     adata
         Data processed by :func:`run` (its ``uns["sepal"]["pp"]["summary"]``).
     table_key
-        With a :class:`~spatialdata.SpatialData`: the table (default: the only table, else ``"table"``).
+        %(table_key)s
 
     Returns
     -------

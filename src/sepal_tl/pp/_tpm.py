@@ -9,6 +9,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from sepal_tl._docs import inject_docs
 from sepal_tl._keys import TPM
 from sepal_tl._logging import logger
 from sepal_tl._sdata import spatialdata_aware
@@ -35,6 +36,7 @@ def _tpm_matrix(counts, lengths: np.ndarray) -> tuple[np.ndarray | sparse.csr_ma
 
 
 @spatialdata_aware()
+@inject_docs
 def tpm(
     adata: AnnData,
     *,
@@ -65,9 +67,9 @@ def tpm(
     key_added
         Name of the output layer.
     copy
-        Return a copy instead of writing to ``adata``.
+        %(copy)s
     table_key
-        With a :class:`~spatialdata.SpatialData`: the table to work on (default: the only table, else ``"table"``).
+        %(table_key)s
 
     Returns
     -------

@@ -12,6 +12,7 @@ import torch
 from anndata import AnnData
 from torch import nn
 
+from sepal_tl._docs import inject_docs
 from sepal_tl._keys import DEFAULT_LIBRARY_KEY, UNS, UNS_EMBEDDINGS
 from sepal_tl._logging import logger
 from sepal_tl._sdata import spatialdata_aware
@@ -95,6 +96,7 @@ def recorded_encoder(adata: AnnData, key: str) -> dict[str, Any] | None:
 
 
 @spatialdata_aware(images="full")
+@inject_docs
 def embed(
     adata: AnnData,
     encoder: str | os.PathLike | SepalModel,
@@ -155,10 +157,9 @@ def embed(
     tta
         Average the embeddings over the 8 symmetries of each patch (8x slower).
     library_key
-        ``obs`` column naming each spot's slide.
+        %(library_key)s %(one_slide_rule)s
     table_key
-        With a :class:`~spatialdata.SpatialData`: the table to work on (default: the only table, else ``"table"``);
-        spots, spot sizes and images are found through the elements it annotates (see :mod:`sepal_tl._sdata`).
+        %(table_key)s Spots, spot sizes and images are found through the elements it annotates (see :mod:`sepal_tl._sdata`).
 
     Returns
     -------

@@ -9,6 +9,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from sepal_tl._docs import inject_docs
 from sepal_tl._keys import (
     BASELINE,
     DEFAULT_LIBRARY_KEY,
@@ -192,6 +193,7 @@ def _store(
 
 
 @spatialdata_aware()
+@inject_docs
 def evaluate(
     adata: AnnData,
     *,
@@ -240,18 +242,17 @@ def evaluate(
     split
         Value of ``obs[split_key]`` selecting the spots to score; ``None`` scores all spots.
     split_key
-        Column of ``adata.obs`` with each spot's split (``"train"`` marks the baseline's training spots).
+        %(split_key)s ``"train"`` marks the baseline's training spots.
     baseline
         Add the ``"mean_baseline"`` row(s).
     key_added
         Key under ``adata.uns["sepal"]`` for the stored tables.
     library_key
-        Column of ``adata.obs`` naming each spot's slide (used by ``per_slide``).
+        %(library_key)s %(one_slide_rule)s Also used by ``per_slide``.
     per_slide
         Add one row per slide of the split, named ``f"{pred} [{slide}]"`` (and ``f"mean_baseline [{slide}]"``).
     table_key
-        With a :class:`~spatialdata.SpatialData`: the table to work on (default: the only table, else ``"table"``);
-        spots, spot sizes and images are found through the elements it annotates (see :mod:`sepal_tl._sdata`).
+        %(table_key)s Spots, spot sizes and images are found through the elements it annotates (see :mod:`sepal_tl._sdata`).
 
     Returns
     -------

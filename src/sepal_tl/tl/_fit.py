@@ -7,6 +7,7 @@ from typing import Any
 
 from anndata import AnnData
 
+from sepal_tl._docs import inject_docs
 from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._validation import check_choice
 from sepal_tl.tl._local import fit_encoder
@@ -56,6 +57,7 @@ def stage_options(preset: str | None = None, **kwargs: Any) -> dict[str, dict[st
 
 
 @spatialdata_aware(images="full")
+@inject_docs
 def fit(
     adata: AnnData, *, image: Any = None, spatial: bool = True, preset: str | None = None, **kwargs: Any
 ) -> SepalModel:
@@ -80,8 +82,7 @@ def fit(
         (``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``patience``, ``trainer_kwargs``) take a stage
         prefix: ``encoder_epochs=10``, ``spatial_lr=1e-3``.
     table_key
-        With a :class:`~spatialdata.SpatialData`: the table to work on (default: the only table, else ``"table"``);
-        spots, spot sizes and images are found through the elements it annotates (see :mod:`sepal_tl._sdata`).
+        %(table_key)s Spots, spot sizes and images are found through the elements it annotates (see :mod:`sepal_tl._sdata`).
 
     Returns
     -------

@@ -42,6 +42,7 @@ import numpy as np
 import tifffile
 from anndata import AnnData
 
+from sepal_tl._docs import inject_docs
 from sepal_tl._logging import logger
 from sepal_tl._validation import check_spatial
 from sepal_tl.io._common import library_ids
@@ -519,6 +520,7 @@ def resolve_images(
 
     Parameters
     ----------
+@inject_docs
     adata
         Spatial AnnData with ``obsm["spatial"]`` (full-resolution pixels, x = column, y = row) and
         ``uns["spatial"][library_id]`` in scanpy's layout (as written by :func:`sepal_tl.io.read_visium` /
@@ -538,11 +540,11 @@ def resolve_images(
         - a :class:`~spatialdata.SpatialData` object: ``f"{lib}_full_image"`` when present, else
           ``f"{lib}_hires_image"`` (as written by :func:`sepal_tl.io.to_spatialdata`), each with its scale.
     library_key
-        ``obs`` column naming each spot's library; may be absent when ``uns["spatial"]`` holds one library.
+        %(library_key)s It may be absent when ``uns["spatial"]`` holds one library.
     libraries
         Only resolve these libraries (default: every library of ``adata``).
     spatial_key
-        ``obsm`` key of the spot centres, used to check that every image covers its spots.
+        %(spatial_key)s Used to check that every image covers its spots.
     cache_dir
         Optional folder: images that cannot be memory-mapped (JPEG, PNG, compressed TIFF, dask arrays) are
         decoded once into an uncompressed ``.npy`` file there and memory-mapped, instead of being held in

@@ -37,6 +37,7 @@ from anndata import AnnData
 from scipy import sparse
 from torch.utils.data import Dataset, get_worker_info
 
+from sepal_tl._docs import inject_docs
 from sepal_tl._logging import logger
 from sepal_tl._settings import settings
 from sepal_tl._validation import check_positive, check_spatial, get_matrix
@@ -388,9 +389,10 @@ class SpotPatches(Dataset):
         (random 90° rotation and horizontal flip, which together also give vertical flips and transposes).
         May be switched later (``dataset.train = False``).
     library_key
-        ``obs`` column naming each spot's library; may be absent for a single library.
+        %(library_key)s It may be absent when ``uns["spatial"]`` holds one library.
     spatial_key
-        ``obsm`` key of the spot centres.
+        %(spatial_key)s
+@inject_docs
     random_state
         Seed of the augmentations (``None``: :attr:`sepal_tl.settings.seed`). With ``num_workers=0`` the
         draws are reproducible from this seed alone. In DataLoader worker processes each worker reseeds from

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from sepal_tl._docs import inject_docs
 from sepal_tl._graph import lattice_graph
 from sepal_tl._keys import (
     DEFAULT_LIBRARY_KEY,
@@ -69,6 +70,7 @@ def _dense(matrix):
 
 
 @spatialdata_aware(images="full")
+@inject_docs
 def predict(
     adata: AnnData,
     model: SepalModel,
@@ -109,16 +111,15 @@ def predict(
     batch_size, device, num_workers
         Inference settings.
     library_key
-        ``obs`` column naming each spot's slide.
+        %(library_key)s %(one_slide_rule)s
     tta
         Average the encoder's embeddings over the 8 symmetries of each patch (ST-Net's test-time augmentation;
         8x slower). ``None``: as the embeddings the model was trained on were made (see :func:`embed`).
         Embeddings read from ``obsm`` are used as they are, so ``tta=True`` with them is an error.
     copy
-        Return a copy instead of writing into ``adata`` (when ``adata`` has the model's genes).
+        %(copy)s Only when ``adata``'s genes are the model's; otherwise the predictions always go to a new AnnData.
     table_key
-        With a :class:`~spatialdata.SpatialData`: the table to work on (default: the only table, else ``"table"``);
-        spots, spot sizes and images are found through the elements it annotates (see :mod:`sepal_tl._sdata`).
+        %(table_key)s Spots, spot sizes and images are found through the elements it annotates (see :mod:`sepal_tl._sdata`).
 
     Returns
     -------

@@ -10,6 +10,7 @@ import torch
 from anndata import AnnData
 
 from sepal_tl._compat import import_lightning
+from sepal_tl._docs import inject_docs
 from sepal_tl._graph import lattice_graph
 from sepal_tl._keys import DEFAULT_LIBRARY_KEY, PREDICTION, SPLIT, UNS, UNS_EMBEDDING_MODEL, embedding_obsm
 from sepal_tl._logging import logger
@@ -171,6 +172,7 @@ class SpatialLoss:
 
 
 @spatialdata_aware(images="full")
+@inject_docs
 def fit_spatial(
     adata: AnnData,
     model: SepalModel,
@@ -216,7 +218,7 @@ def fit_spatial(
     image
         Image sources, as for :func:`sepal_tl.tl.fit_encoder` (only used if embeddings must be computed).
     split_key
-        ``obs`` column with ``"train"`` / ``"val"`` / ``"test"``.
+        %(split_key)s
     n_hops
         Neighbourhood radius in hops on the lattice graph: 1, 2 or 3 (paper: 1).
     operator
@@ -239,14 +241,13 @@ def fit_spatial(
     key_added
         Final predictions go to ``layers[key_added]`` (absolute scale).
     library_key
-        ``obs`` column naming each spot's slide.
+        %(library_key)s %(one_slide_rule)s
     embedding_key
         ``obsm`` key of precomputed embeddings of the model's encoder to use as node features (default: the
         key the model's head was fitted on, else the model's own embeddings, computed when missing). With it,
         the spatial stage never touches images.
     table_key
-        With a :class:`~spatialdata.SpatialData`: the table to work on (default: the only table, else ``"table"``);
-        spots, spot sizes and images are found through the elements it annotates (see :mod:`sepal_tl._sdata`).
+        %(table_key)s Spots, spot sizes and images are found through the elements it annotates (see :mod:`sepal_tl._sdata`).
 
     Returns
     -------
