@@ -98,6 +98,7 @@ extensions = [
     "sphinx.ext.mathjax",
     "sphinx_autodoc_typehints",
     "sphinxcontrib.bibtex",
+    "matplotlib.sphinxext.plot_directive",  # the figures of the pl functions' Examples
 ]
 if _USE_INTERSPHINX:
     extensions.append("sphinx.ext.intersphinx")
@@ -148,6 +149,12 @@ myst_heading_anchors = 3
 myst_url_schemes = ("http", "https", "mailto")
 nb_execution_mode = "off"
 nb_merge_streams = True
+
+# plot directive: run each Examples block of sepal.pl and show its code and figure (PNG, 150 dpi)
+plot_include_source = True
+plot_html_show_source_link = False
+plot_html_show_formats = False
+plot_formats = [("png", 150)]
 
 # bibliography
 bibtex_bibfiles = ["references.bib"]
