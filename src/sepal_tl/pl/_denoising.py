@@ -9,6 +9,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 
+from sepal_tl._docs import inject_docs
 from sepal_tl._keys import DEFAULT_LIBRARY_KEY, DENOISED, LOG2TPM, OBSERVED
 from sepal_tl._sdata import spatialdata_aware
 from sepal_tl.pl._utils import (
@@ -24,6 +25,7 @@ from sepal_tl.pl._utils import (
 
 
 @spatialdata_aware(images="display")
+@inject_docs
 def denoising(
     adata: AnnData,
     gene: str,
@@ -69,9 +71,9 @@ def denoising(
     mask
         Boolean layer, True where the raw count was observed (non-zero); False marks the imputed spots.
     library_key
-        Column of ``adata.obs`` naming each spot's slide.
+        %(library_key)s %(one_slide_rule)s
     spatial_key
-        ``obsm`` key of the full-resolution spot coordinates (x = column, y = row).
+        %(spatial_key)s
     img
         Draw the H&E image under the spots.
     img_key
@@ -87,17 +89,15 @@ def denoising(
     panel_width
         Width of one panel in inches (the height follows the slide's aspect).
     figsize
-        Figure size in inches; overrides ``panel_width``.
+        %(figsize)s Overrides ``panel_width``.
     show
-        Show the figure. ``None``: only in interactive mode and when no ``save`` / ``return_fig`` was asked for.
+        %(show)s
     save
-        Save the figure as scanpy does: ``True`` writes ``sc.settings.figdir / "denoising.{sc.settings.file_format_figs}"``,
-        a file name such as ``"_C2.png"`` goes to ``figdir`` as ``"denoising_C2.png"``, a path with a folder is used
-        as given (PNG when it has no extension).
+        %(save)s
     return_fig
-        Return the Figure instead of the Axes.
+        %(return_fig)s
     table_key
-        With a :class:`~spatialdata.SpatialData`: the table to plot (default: the only table, else ``"table"``).
+        %(table_key)s
 
     Returns
     -------
