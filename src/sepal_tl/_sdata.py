@@ -529,7 +529,7 @@ def spatialdata_aware(*, images: ImageNeed = None) -> Callable[[Callable], Calla
         keep = [p for p in parameters if p.kind is not inspect.Parameter.VAR_KEYWORD]
         tail = [p for p in parameters if p.kind is inspect.Parameter.VAR_KEYWORD]
         first = keep[0].replace(annotation="AnnData | SpatialData")
-        wrapper.__signature__ = signature.replace(parameters=[first, *keep[1:], extra, *tail])
+        wrapper.__signature__ = signature.replace(parameters=[first, *keep[1:], extra, *tail])  # type: ignore[attr-defined]
         return wrapper
 
     return decorate

@@ -10,6 +10,7 @@ of that folder with::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.resources
 import os
@@ -44,7 +45,7 @@ def file_hashes(root: str | os.PathLike) -> dict[str, str]:
             if path.is_file():
                 digest = hashlib.sha256()
                 with path.open("rb") as fh:
-                    for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                    for block in iter(functools.partial(fh.read, 1 << 20), b""):
                         digest.update(block)
                 hashes[path.relative_to(root).as_posix()] = digest.hexdigest()
     if not hashes:

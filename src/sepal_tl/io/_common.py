@@ -32,7 +32,7 @@ def require_file(path: str | os.PathLike, what: str) -> Path:
 
 
 @contextmanager
-def reading(path: Path, what: str) -> Iterator[None]:
+def reading(path: str | os.PathLike, what: str) -> Iterator[None]:
     """Turn a parser's error on a truncated or malformed file into a ``ValueError`` naming the file."""
     try:
         yield

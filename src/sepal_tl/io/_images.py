@@ -17,6 +17,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -30,7 +31,7 @@ _JPEG_TAIL = 1 << 16
 #: a TIFF without a small enough pyramid level is subsampled to at least this many times the target size
 _STRIDE_MARGIN = 2
 _pixel_limit_lock = threading.Lock()
-_pixel_limit_state: dict[str, object] = {"users": 0, "saved": None}
+_pixel_limit_state: dict[str, Any] = {"users": 0, "saved": None}
 
 
 @contextmanager
@@ -315,9 +316,9 @@ def _tiff_level_strided(path: Path, tif: tifffile.TiffFile, level, step: int) ->
 
     store = level.aszarr()
     try:
-        array = zarr.open(store, mode="r")
+        array = zarr.open_array(store, mode="r")
         index = tuple(slice(None, None, step) if ax in "YX" else slice(None) for ax in level.axes)
-        return _tiff_to_yxc(array[index], level.axes)
+        return _tiff_to_yxc(np.asarray(array[index]), level.axes)
     finally:
         store.close()
 

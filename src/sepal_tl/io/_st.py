@@ -24,11 +24,11 @@ _ENSEMBL = re.compile(r"^ENS[A-Z]*G\d+")
 
 
 def _integer_column(values: pd.Series, *, name: str, path: os.PathLike) -> np.ndarray:
-    values = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
-    if not np.isfinite(values).all() or (np.abs(values - np.round(values)) > 1e-6).any():
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    if not np.isfinite(numbers).all() or (np.abs(numbers - np.round(numbers)) > 1e-6).any():
         msg = f"Column {name!r} of {str(path)!r} must hold integer array coordinates."
         raise ValueError(msg)
-    return np.round(values).astype(np.int64)
+    return np.round(numbers).astype(np.int64)
 
 
 def _read_spots(path: os.PathLike) -> pd.DataFrame:

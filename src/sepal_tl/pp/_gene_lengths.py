@@ -21,7 +21,7 @@ import functools
 import importlib.resources
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pandas as pd
@@ -444,7 +444,7 @@ def resolve_gene_lengths(
     result = np.full(len(query), np.nan)
     steps = []
     if id_col is not None:
-        ids = pd.Series(var[id_col].to_numpy(dtype=object))
+        ids = pd.Series(cast(pd.DataFrame, var)[id_col].to_numpy(dtype=object))  # id_col: var is a DataFrame
         steps += [(ids, by_version), (_strip_version(ids), by_id)]
     steps += [(query, by_version), (_strip_version(query), by_id), (query, by_name)]
     lower_query = query.map(lambda q: q.lower() if isinstance(q, str) else np.nan)

@@ -38,7 +38,7 @@ def fit_ridge(
     u, s, vt = np.linalg.svd(x64 - x_mean, full_matrices=False)
     uty = u.T @ (y64 - y_mean)
     scale = float(np.mean(s**2)) if s.size else 1.0
-    best = (np.inf, 0.0, None)
+    best: tuple[float, float, np.ndarray | None] = (np.inf, 0.0, None)
     for factor in ALPHA_GRID:
         alpha = factor * scale
         shrink = s / (s**2 + alpha)
@@ -54,5 +54,8 @@ def fit_ridge(
         if score < best[0]:
             best = (score, alpha, coef)
     score, alpha, coef = best
+    if coef is None:
+        msg = "No ridge penalty gave a finite score; x and y must hold finite values only."
+        raise ValueError(msg)
     intercept = y_mean - x_mean @ coef
     return coef.astype(np.float32), intercept.astype(np.float32), float(alpha), float(score)
