@@ -48,18 +48,18 @@ def combat(
     Returns
     -------
     A copy if ``copy=True``, else ``None``. Sets ``layers[key_added]`` and ``uns["sepal"]["pp"]["combat"]``.
-    """
 
     Examples
     --------
     >>> import sepal_tl as sepal
-    >>> adata = sepal.datasets.synthetic(n_slides=3, n_spots=60, n_genes=60, pitch_px=32, seed=0)
+    >>> adata = sepal.datasets.synthetic(n_slides=3, n_spots=60, n_genes=60, pitch_px=32, random_state=0)
     >>> sepal.pp.run(adata, preset="synthetic", n_top=16, combat_key=None)  # every step but ComBat
     >>> sepal.pp.combat(adata, key="patient")
     >>> adata.layers["combat"].shape
     (140, 16)
     >>> adata.uns["sepal"]["pp"]["combat"]
     {'key': 'patient', 'layer': 'denoised', 'key_added': 'combat', 'n_batches': 2}
+    """
     if key not in adata.obs:
         msg = f"key={key!r} is not a column of adata.obs (columns: {list(adata.obs.columns)}); name the batch column."
         raise KeyError(msg)

@@ -303,12 +303,11 @@ def denoise(
     -------
     A copy if ``copy=True``, else ``None``. Sets ``layers[key_added]``, ``layers[mask]`` and
     ``uns["sepal"]["pp"]["denoise"]`` (including the imputed fraction and the radii used per slide).
-    """
 
     Examples
     --------
     >>> import sepal_tl as sepal
-    >>> adata = sepal.datasets.synthetic(n_slides=2, n_spots=60, n_genes=60, pitch_px=32, seed=0)
+    >>> adata = sepal.datasets.synthetic(n_slides=2, n_spots=60, n_genes=60, pitch_px=32, random_state=0)
     >>> sepal.pp.tpm(adata)
     >>> sepal.pp.log2p(adata)
     >>> sepal.pp.denoise(adata, layer="log2tpm")
@@ -317,6 +316,7 @@ def denoise(
     True
     >>> round(adata.uns["sepal"]["pp"]["denoise"]["imputed_fraction"], 2)  # the zeros filled in
     0.45
+    """
     if not isinstance(n_radii, int | np.integer) or n_radii < 1:
         msg = f"n_radii must be a positive integer, got {n_radii!r}."
         raise ValueError(msg)

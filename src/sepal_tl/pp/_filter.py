@@ -208,13 +208,15 @@ def filter(
     Examples
     --------
     >>> import sepal_tl as sepal
-    >>> adata = sepal.datasets.synthetic(n_slides=2, n_spots=60, n_genes=60, pitch_px=32, seed=0)
+    >>> adata = sepal.datasets.synthetic(n_slides=2, n_spots=60, n_genes=60, pitch_px=32, random_state=0)
     >>> adata.shape
     (120, 60)
-    >>> sepal.pp.filter(adata, min_counts_spot=100, min_counts_gene=100, min_frac_slide=0.2, min_frac_global=0.3)
+    >>> sepal.pp.filter(
+    ...     adata, min_counts_spot=100, min_counts_gene=100, min_frac_slide=0.2, min_frac_global=0.3
+    ... )
     >>> adata.shape
     (88, 31)
-    >>> adata.var[["exp_frac", "glob_exp_frac"]].min().round(2).tolist()  # least-expressed kept gene: > 0.2, > 0.3
+    >>> adata.var[["exp_frac", "glob_exp_frac"]].min().round(2).tolist()  # above 0.2 and 0.3
     [0.45, 0.55]
     """
     check_choice("rule", rule, ["sepal", "spared"])

@@ -173,7 +173,7 @@ def gene_lengths_from_gtf(path: str | os.PathLike[str], *, chunksize: int = 500_
     >>> from pathlib import Path
     >>> import sepal_tl as sepal
     >>> exon = 'chr17\tHAVANA\texon\t{}\t{}\t.\t+\t.\tgene_id "ENSG00000141736.14"; gene_name "ERBB2";\n'
-    >>> _ = Path("genes.gtf").write_text(exon.format(100, 199) + exon.format(150, 299))  # two overlapping exons
+    >>> _ = Path("genes.gtf").write_text(exon.format(100, 199) + exon.format(150, 299))  # overlapping
     >>> sepal.pp.gene_lengths_from_gtf("genes.gtf")  # merged exon length: 100 to 299, 200 bp
                gene_id     gene_id_version gene_name  chrom  length
     0  ENSG00000141736  ENSG00000141736.14     ERBB2  chr17     200

@@ -39,17 +39,17 @@ def log2p(adata: AnnData, *, layer: str = TPM, key_added: str = LOG2TPM, copy: b
     Returns
     -------
     A copy if ``copy=True``, else ``None``. Sets ``layers[key_added]`` and ``uns["sepal"]["pp"]["log2p"]``.
-    """
 
     Examples
     --------
     >>> import numpy as np
     >>> import sepal_tl as sepal
-    >>> adata = sepal.datasets.synthetic(n_slides=1, n_spots=60, n_genes=60, pitch_px=32, seed=0)
+    >>> adata = sepal.datasets.synthetic(n_slides=1, n_spots=60, n_genes=60, pitch_px=32, random_state=0)
     >>> sepal.pp.tpm(adata)
     >>> sepal.pp.log2p(adata)
     >>> np.allclose(adata.layers["log2tpm"].toarray(), np.log2(adata.layers["tpm"].toarray() + 1))
     True
+    """
     values = get_matrix(adata, layer)
     check_finite(values, what=f"layers[{layer!r}]")
     data = values.data if sparse.issparse(values) else np.asarray(values)

@@ -153,7 +153,7 @@ def select_genes(
     Examples
     --------
     >>> import sepal_tl as sepal
-    >>> adata = sepal.datasets.synthetic(n_slides=2, n_spots=60, n_genes=60, pitch_px=32, seed=0)
+    >>> adata = sepal.datasets.synthetic(n_slides=2, n_spots=60, n_genes=60, pitch_px=32, random_state=0)
     >>> sepal.pp.tpm(adata)
     >>> sepal.pp.log2p(adata)
     >>> sepal.pp.denoise(adata, layer="log2tpm")

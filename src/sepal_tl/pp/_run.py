@@ -74,19 +74,19 @@ def run(
     ``counts``, ``tpm``, ``log2tpm`` (log2(TPM + 1); called ``log1p`` before 0.2), ``denoised``, ``observed`` (and
     ``combat``), subset to the selected genes. Spots and genes left after each step, and the imputed fraction, are
     in ``uns["sepal"]["pp"]["summary"]``; :func:`run_summary` gives them as a table.
-    """
 
     Examples
     --------
     >>> import sepal_tl as sepal
-    >>> adata = sepal.datasets.synthetic(n_slides=3, n_spots=60, n_genes=60, pitch_px=32, seed=0)
-    >>> sepal.pp.run(adata, preset="synthetic", slides=["slide0"], n_top=16)  # rank genes on the training slide
+    >>> adata = sepal.datasets.synthetic(n_slides=3, n_spots=60, n_genes=60, pitch_px=32, random_state=0)
+    >>> sepal.pp.run(adata, preset="synthetic", slides=["slide0"], n_top=16)  # rank on training slides
     >>> adata.shape
     (140, 16)
     >>> list(adata.layers)
     ['counts', 'tpm', 'log2tpm', 'denoised', 'observed', 'combat']
     >>> adata.uns["sepal"]["pp"]["run"]["preset"]
     'synthetic'
+    """
     check_choice("preset", preset, list(PRESETS))
     check_unique_var_names(adata)
     check_counts_layer(adata)
@@ -143,12 +143,11 @@ def run_summary(adata: AnnData) -> pd.DataFrame:
     -------
     A table indexed by step with ``n_spots`` and ``n_genes``; ``attrs["imputed_fraction"]`` holds the fraction of
     entries the median filter imputed (over the selected genes).
-    """
 
     Examples
     --------
     >>> import sepal_tl as sepal
-    >>> adata = sepal.datasets.synthetic(n_slides=3, n_spots=60, n_genes=60, pitch_px=32, seed=0)
+    >>> adata = sepal.datasets.synthetic(n_slides=3, n_spots=60, n_genes=60, pitch_px=32, random_state=0)
     >>> sepal.pp.run(adata, preset="synthetic", slides=["slide0"], n_top=16)
     >>> summary = sepal.pp.run_summary(adata)
     >>> summary

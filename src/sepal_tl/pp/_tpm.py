@@ -75,13 +75,12 @@ def tpm(
     -------
     A copy if ``copy=True``, else ``None``. Sets ``layers[key_added]`` (same sparsity as the counts, float32),
     ``var["gene_length"]``, and ``uns["sepal"]["pp"]["tpm"]``.
-    """
 
     Examples
     --------
     >>> import numpy as np
     >>> import sepal_tl as sepal
-    >>> adata = sepal.datasets.synthetic(n_slides=1, n_spots=60, n_genes=60, pitch_px=32, seed=0)
+    >>> adata = sepal.datasets.synthetic(n_slides=1, n_spots=60, n_genes=60, pitch_px=32, random_state=0)
     >>> sepal.pp.tpm(adata)  # gene lengths from the packaged GENCODE table, looked up by gene id
     >>> adata.var["gene_length"].head(3)
     KLHL17     2567.0
@@ -90,6 +89,7 @@ def tpm(
     Name: gene_length, dtype: float64
     >>> np.allclose(adata.layers["tpm"].sum(axis=1), 1e6)  # one million per spot
     True
+    """
     counts = get_matrix(adata, layer)
     check_counts(counts, what="counts" if layer is None else f"layers[{layer!r}]")
     lengths = resolve_gene_lengths(adata.var, gene_lengths=gene_lengths)
