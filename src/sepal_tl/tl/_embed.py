@@ -170,10 +170,10 @@ def embed(
     Examples
     --------
     >>> import sepal_tl as sepal
-    >>> adata = sepal.datasets.synthetic(n_slides=1, n_spots=50)
-    >>> sepal.tl.embed(adata, "resnet18", pretrained=False, patch_size=32)  # doctest: +SKIP
-    >>> adata.obsm["X_resnet18"].shape  # doctest: +SKIP
-    (50, 512)
+    >>> adata = sepal.datasets.synthetic(n_slides=1, n_spots=50, pitch_px=32, random_state=0)
+    >>> sepal.tl.embed(adata, "test_vit", pretrained=False, patch_size=32, device="cpu")  # a tiny ViT
+    >>> adata.obsm["X_test_vit"].shape
+    (50, 64)
     """
     lib_key = library_key or DEFAULT_LIBRARY_KEY
     sources = resolve_images(adata, image, library_key=lib_key)

@@ -268,6 +268,23 @@ def evaluate(
     - ``adata.var[f"{pred}_pcc_{split}"]`` and ``adata.var[f"{pred}_r2_{split}"]``: the pooled per-gene PCC and
       R², NaN for genes not evaluated or undefined;
     - ``adata.uns["sepal"]["tl"]["evaluate"]``: the parameters of the call.
+
+    Examples
+    --------
+    >>> import sepal_tl as sepal
+    >>> adata = sepal.datasets.synthetic(n_slides=3, n_spots=60, n_genes=60, pitch_px=32, random_state=0)
+    >>> sepal.pp.run(adata, preset="synthetic", n_top=16)
+    >>> model = sepal.tl.fit(
+    ...     adata, backbone="test_vit", pretrained=False, patch_size=32,
+    ...     encoder_epochs=1, spatial_epochs=1, device="cpu",
+    ... )
+    >>> metrics = sepal.tl.evaluate(adata, pred="sepal", split="test")  # observed entries of the test slide
+    >>> metrics.index.tolist()
+    ['sepal', 'mean_baseline']
+    >>> metrics.columns[:6].tolist()
+    ['MSE', 'MAE', 'PCC-Gene', 'R2-Gene', 'PCC-Patch', 'R2-Patch']
+    >>> adata.var["sepal_pcc_test"].shape
+    (16,)
     """
     if pred == BASELINE:
         msg = f"pred={BASELINE!r} clashes with the baseline row's name; rename the prediction layer."

@@ -88,6 +88,25 @@ def fit(
     -------
     The trained :class:`~sepal_tl.tl.SepalModel`. ``adata`` gains ``obsm["X_sepal"]``, ``layers["sepal_local"]``
     and, with ``spatial=True``, ``layers["sepal"]``.
+
+    Examples
+    --------
+    One epoch per stage of a tiny network shows the calls and what they write; a real run is
+    ``sepal.tl.fit(adata, preset="cpu")`` on a CPU (minutes) or ``preset="paper_visium"`` on a GPU.
+
+    >>> import sepal_tl as sepal
+    >>> adata = sepal.datasets.synthetic(n_slides=3, n_spots=60, n_genes=60, pitch_px=32, random_state=0)
+    >>> sepal.pp.run(adata, preset="synthetic", n_top=16)
+    >>> model = sepal.tl.fit(
+    ...     adata, backbone="test_vit", pretrained=False, patch_size=32,
+    ...     encoder_epochs=1, spatial_epochs=1, device="cpu",
+    ... )
+    >>> model
+    SepalModel(test_vit, encoder + spatial head, 16 genes, target='delta', patches PatchGeometry(...))
+    >>> adata.layers["sepal_local"].shape, adata.layers["sepal"].shape, adata.obsm["X_sepal"].shape
+    ((140, 16), (140, 16), (140, 64))
+    >>> list(adata.uns["sepal"]["tl"])
+    ['embedding_model', 'fit_encoder', 'fit_spatial']
     """
     stage = stage_options(preset, image=image, **kwargs)
     if spatial:  # a typo in the spatial options must not cost an encoder run

@@ -83,6 +83,19 @@ class ImageSource:
         The library (slide) the image belongs to.
     origin
         Human-readable description of where the image comes from (for messages and ``repr``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import sepal_tl as sepal
+    >>> image = np.zeros((100, 200, 3), dtype=np.uint8)  # a half-resolution image of a 200 x 400 px slide
+    >>> source = sepal.tl.ImageSource(image, scale=0.5, library_id="slide0")
+    >>> source.shape
+    (100, 200)
+    >>> source.window(x0=100, y0=40, side=20)  # (row0, col0, n) in the image's own pixels
+    (20, 50, 10)
+    >>> source.crop(x0=390, y0=0, side=20).shape  # past the right edge: padded
+    (10, 10, 3)
     """
 
     def __init__(self, array: np.ndarray | None, scale: float, library_id: str, origin: str = "array") -> None:
@@ -567,9 +580,15 @@ def resolve_images(
 
     Examples
     --------
-    >>> sources = resolve_images(adata)  # full-resolution files where known, else hires
-    >>> sources = resolve_images(adata, {"C2": "ST-imgs/C/C2/5714_HE_BT_C2.jpg"})
-    >>> patch = sources["C2"].crop(x0=1000, y0=2000, side=136)  # (136, 136, 3) uint8
+    >>> import sepal_tl as sepal
+    >>> adata = sepal.datasets.synthetic(n_slides=2, n_spots=20, n_genes=10, pitch_px=32, random_state=0)
+    >>> sources = sepal.tl.resolve_images(adata)  # full-resolution files where known, else the hires images
+    >>> sources["slide0"]
+    ImageSource('slide0', 304 x 264 px, scale=1, uns['spatial']['slide0']['images']['hires'])
+    >>> x, y = adata.obsm["spatial"][0]
+    >>> sources["slide0"].crop(x0=x - 16, y0=y - 16, side=32).shape  # the window around the first spot
+    (32, 32, 3)
+    >>> sources = sepal.tl.resolve_images(adata, {"slide0": "s0.tif", "slide1": "s1.tif"})  # doctest: +SKIP
     """
     coords = check_spatial(adata, spatial_key)
     libs = library_ids(adata, library_key).to_numpy()

@@ -218,6 +218,19 @@ def compute_metrics(truth: ArrayLike, pred: ArrayLike, mask: ArrayLike | None = 
     ``{"MSE", "MAE", "PCC-Gene", "R2-Gene", "PCC-Patch", "R2-Patch"}`` as floats, plus the counts that entered
     them: ``n_observed`` (entries in MSE/MAE), ``n_genes_pcc``, ``n_genes_r2``, ``n_spots_pcc``, ``n_spots_r2``.
     An average over no gene (spot) is NaN.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import sepal_tl as sepal
+    >>> truth = np.array([[1.0, 2.0], [2.0, 4.0], [3.0, 9.0]])
+    >>> pred = np.array([[1.0, 3.0], [2.0, 4.0], [4.0, 8.0]])
+    >>> scores = sepal.tl.compute_metrics(truth, pred)  # errors 0, 1, 0, 0, 1, 1: MSE = MAE = 0.5
+    >>> {name: round(scores[name], 3) for name in ["MSE", "MAE", "PCC-Gene", "R2-Gene"]}
+    {'MSE': 0.5, 'MAE': 0.5, 'PCC-Gene': 0.989, 'R2-Gene': 0.712}
+    >>> mask = truth < 9  # the last entry was not observed: it is left out of every score
+    >>> sepal.tl.compute_metrics(truth, pred, mask)["n_observed"]
+    5
     """
     y, p, m = prepare(truth, pred, mask)
     result, genes, spots = summarize(y, p, m)
@@ -264,6 +277,17 @@ def per_gene_metrics(
     (see :func:`compute_metrics`): no observed spot (all four), fewer than 2 observed spots or a constant observed
     truth (``pcc``, ``r2``), a constant observed prediction (``pcc``). :func:`compute_metrics`'s ``PCC-Gene`` and
     ``R2-Gene`` are the means of the non-NaN ``pcc`` and ``r2``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import sepal_tl as sepal
+    >>> truth = np.array([[1.0, 2.0], [2.0, 4.0], [3.0, 9.0]])
+    >>> pred = np.array([[1.0, 3.0], [2.0, 4.0], [4.0, 8.0]])
+    >>> sepal.tl.per_gene_metrics(truth, pred, var_names=["ERBB2", "ESR1"]).round(3)
+             pcc     r2    mse    mae  n_observed
+    ERBB2  0.982  0.500  0.333  0.333           3
+    ESR1   0.996  0.923  0.667  0.667           3
     """
     y, p, m = prepare(truth, pred, mask)
     return _table(axis_scores(y, p, m, axis=0), var_names)
@@ -290,6 +314,18 @@ def per_spot_metrics(
     One row per spot with columns ``pcc``, ``r2``, ``mse``, ``mae`` and ``n_observed``, NaN where undefined (as in
     :func:`per_gene_metrics`). :func:`compute_metrics`'s ``PCC-Patch`` and ``R2-Patch`` are the means of the
     non-NaN ``pcc`` and ``r2``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import sepal_tl as sepal
+    >>> truth = np.array([[1.0, 2.0], [2.0, 4.0], [3.0, 9.0]])
+    >>> pred = np.array([[1.0, 3.0], [2.0, 4.0], [4.0, 8.0]])
+    >>> sepal.tl.per_spot_metrics(truth, pred).round(3)
+       pcc     r2  mse  mae  n_observed
+    0  1.0 -1.000  0.5  0.5           2
+    1  1.0  1.000  0.0  0.0           2
+    2  1.0  0.889  1.0  1.0           2
     """
     y, p, m = prepare(truth, pred, mask)
     return _table(axis_scores(y, p, m, axis=1), obs_names)

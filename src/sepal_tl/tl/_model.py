@@ -47,6 +47,22 @@ class SepalModel:
         Hyper-parameters of both stages (``config["encoder"]``, ``config["spatial"]``), the target, the preset.
     history
         Per-epoch training and validation losses of each stage (``history["encoder"]``, ``history["spatial"]``).
+
+    Examples
+    --------
+    >>> import sepal_tl as sepal
+    >>> adata = sepal.datasets.synthetic(n_slides=3, n_spots=60, n_genes=60, pitch_px=32, random_state=0)
+    >>> sepal.pp.run(adata, preset="synthetic", n_top=16)
+    >>> model = sepal.tl.fit_encoder(
+    ...     adata, backbone="test_vit", pretrained=False, patch_size=32, epochs=1, device="cpu"
+    ... )
+    >>> model.n_genes, model.genes[:3]
+    (16, ['RBBP4', 'CENPF', 'ETAA1'])
+    >>> model.config["target"], model.geometry.patch_size
+    ('delta', 32)
+    >>> model.save("my_model")
+    >>> sepal.tl.SepalModel.load("my_model").genes == model.genes
+    True
     """
 
     def __init__(
@@ -126,6 +142,19 @@ class SepalModel:
         interrupted save leaves the previous model (or nothing), never a mixture. ``config.json`` records the
         weights' SHA-256, which :meth:`load` verifies. ``overwrite=True`` replaces a folder that holds a saved
         model and nothing else.
+
+        Examples
+        --------
+        >>> import sepal_tl as sepal
+        >>> adata = sepal.datasets.synthetic(n_slides=3, n_spots=60, n_genes=60, pitch_px=32, random_state=0)
+        >>> sepal.pp.run(adata, preset="synthetic", n_top=16)
+        >>> model = sepal.tl.fit_encoder(
+        ...     adata, backbone="test_vit", pretrained=False, patch_size=32, epochs=1, device="cpu"
+        ... )
+        >>> model.save("my_model")
+        >>> import os
+        >>> sorted(os.listdir("my_model"))  # weights (safetensors) and everything else (JSON)
+        ['config.json', 'model.safetensors']
         """
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         meta = {
@@ -148,6 +177,23 @@ class SepalModel:
         ``target``) and the weights against the SHA-256 it records, before anything is built: a damaged or
         edited folder raises :class:`~sepal_tl.tl._model_schema.ModelFileError` (a ``ValueError``) naming the file
         and the field.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import sepal_tl as sepal
+        >>> adata = sepal.datasets.synthetic(n_slides=3, n_spots=60, n_genes=60, pitch_px=32, random_state=0)
+        >>> sepal.pp.run(adata, preset="synthetic", n_top=16)
+        >>> model = sepal.tl.fit_encoder(
+        ...     adata, backbone="test_vit", pretrained=False, patch_size=32, epochs=1, device="cpu"
+        ... )
+        >>> model.save("my_model")
+        >>> loaded = sepal.tl.SepalModel.load("my_model")
+        >>> loaded
+        SepalModel(test_vit, encoder only, 16 genes, target='delta', patches PatchGeometry(...))
+        >>> sepal.tl.predict(adata, loaded, key_added="reloaded", device="cpu")
+        >>> bool(np.allclose(adata.layers["reloaded"], adata.layers["sepal_local"]))
+        True
         """
         path = Path(path)
         meta, state = read_model_folder(path, device=device)

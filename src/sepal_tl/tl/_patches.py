@@ -86,6 +86,18 @@ class PatchGeometry:
         The target appearance (8 numbers for Macenko, 6 for Reinhard). ``None``: the mean of the slides the
         patches are first cut from (:func:`fit_encoder`: the training slides; :func:`embed`: every slide of
         its data); the resolved target is saved with the model and with embeddings.
+
+    Examples
+    --------
+    >>> import sepal_tl as sepal
+    >>> adata = sepal.datasets.synthetic(n_slides=1, n_spots=20, n_genes=10, pitch_px=32, random_state=0)
+    >>> geometry = sepal.tl.PatchGeometry(patch_scale=3.0, patch_size=64)  # a window 3 spot diameters wide
+    >>> adata.uns["spatial"]["slide0"]["scalefactors"]["spot_diameter_fullres"]
+    17.6
+    >>> round(geometry.window_side(adata, "slide0"), 1)  # in full-resolution pixels
+    52.8
+    >>> sepal.tl.PatchGeometry.from_dict(geometry.to_dict()) == geometry
+    True
     """
 
     patch_scale: float = 1.0
@@ -237,6 +249,16 @@ def preprocess_patches(
     Returns
     -------
     ``float32`` tensor ``(3, size, size)`` or ``(batch, 3, size, size)``: ``(pixel / 255 - mean) / std``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import sepal_tl as sepal
+    >>> crops = np.full((2, 50, 50, 3), 255, dtype=np.uint8)  # two white 50-px windows
+    >>> geometry = sepal.tl.PatchGeometry(patch_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    >>> patches = sepal.tl.preprocess_patches(crops, geometry)
+    >>> patches.shape, patches.unique().tolist()  # (1 - 0.5) / 0.5
+    (torch.Size([2, 3, 32, 32]), [1.0])
     """
     geometry = geometry or PatchGeometry()
     crops = torch.from_numpy(np.ascontiguousarray(crops)) if isinstance(crops, np.ndarray) else torch.as_tensor(crops)
@@ -288,6 +310,18 @@ def eight_symmetries(patches: torch.Tensor) -> torch.Tensor:
     Returns
     -------
     ``(8, batch, channels, H, W)``; element ``k`` is :func:`symmetry` ``(patches, k)`` (``k = 0``: unchanged).
+
+    Examples
+    --------
+    >>> import torch
+    >>> import sepal_tl as sepal
+    >>> patches = torch.arange(4.0).reshape(1, 1, 2, 2)  # one 2 x 2 patch with one channel
+    >>> views = sepal.tl.eight_symmetries(patches)
+    >>> views.shape
+    torch.Size([8, 1, 1, 2, 2])
+    >>> views[:, 0, 0].flatten(1).tolist()  # the 8 arrangements of the 4 pixels
+    [[0.0, 1.0, 2.0, 3.0], [1.0, 3.0, 0.0, 2.0], [3.0, 2.0, 1.0, 0.0], [2.0, 0.0, 3.0, 1.0],
+     [1.0, 0.0, 3.0, 2.0], [3.0, 1.0, 2.0, 0.0], [2.0, 3.0, 0.0, 1.0], [0.0, 2.0, 1.0, 3.0]]
     """
     return torch.stack([symmetry(patches, k) for k in range(8)])
 
@@ -406,9 +440,15 @@ class SpotPatches(Dataset):
 
     Examples
     --------
-    >>> ds = SpotPatches(adata, geometry=PatchGeometry(patch_size=224), targets="deltas", train=True)
-    >>> loader = torch.utils.data.DataLoader(ds, batch_size=64, shuffle=True, num_workers=2)
-    >>> patches, targets = next(iter(loader))  # (64, 3, 224, 224) float32, (64, n_genes) float32
+    >>> import torch
+    >>> import sepal_tl as sepal
+    >>> adata = sepal.datasets.synthetic(n_slides=1, n_spots=20, n_genes=10, pitch_px=32, random_state=0)
+    >>> geometry = sepal.tl.PatchGeometry(patch_size=32)
+    >>> ds = sepal.tl.SpotPatches(adata, geometry=geometry, targets="counts", train=True)  # augmented
+    >>> loader = torch.utils.data.DataLoader(ds, batch_size=8, shuffle=True)
+    >>> patches, targets = next(iter(loader))
+    >>> patches.shape, targets.shape
+    (torch.Size([8, 3, 32, 32]), torch.Size([8, 10]))
     """
 
     def __init__(

@@ -125,6 +125,24 @@ def predict(
     -------
     ``None`` when the predictions were written into ``adata``; else the AnnData holding them (a copy of
     ``adata`` with ``copy=True``, or the new AnnData over the model's genes).
+
+    Examples
+    --------
+    >>> import sepal_tl as sepal
+    >>> adata = sepal.datasets.synthetic(n_slides=3, n_spots=60, n_genes=60, pitch_px=32, random_state=0)
+    >>> sepal.pp.run(adata, preset="synthetic", n_top=16)
+    >>> model = sepal.tl.fit(
+    ...     adata, backbone="test_vit", pretrained=False, patch_size=32,
+    ...     encoder_epochs=1, spatial_epochs=1, device="cpu",
+    ... )
+    >>> sepal.tl.predict(adata, model, key_added="pred", device="cpu")  # the same genes: written into adata
+    >>> adata.layers["pred"].shape
+    (140, 16)
+    >>> image = adata.uns["spatial"]["slide2"]["images"]["hires"]  # an H&E image alone
+    >>> he = sepal.io.spot_grid(image, spot_diameter_px=17.6, pitch_px=32)
+    >>> pred = sepal.tl.predict(he, model, device="cpu")  # a new AnnData over the model's genes
+    >>> pred.n_vars, list(pred.layers)
+    (16, ['sepal_local', 'sepal'])
     """
     shared = _check_genes(adata, model)
     check_bin_size(adata, model.config.get("bin_size_um"))

@@ -252,6 +252,21 @@ def fit_spatial(
     Returns
     -------
     ``model`` with its spatial head; ``adata`` gains ``layers[key_added]`` and ``uns["sepal"]["tl"]["fit_spatial"]``.
+
+    Examples
+    --------
+    >>> import sepal_tl as sepal
+    >>> adata = sepal.datasets.synthetic(n_slides=3, n_spots=60, n_genes=60, pitch_px=32, random_state=0)
+    >>> sepal.pp.run(adata, preset="synthetic", n_top=16)
+    >>> model = sepal.tl.fit_encoder(
+    ...     adata, backbone="test_vit", pretrained=False, patch_size=32, epochs=1, device="cpu"
+    ... )
+    >>> sepal.tl.fit_spatial(adata, model, hidden=(32,), epochs=1, device="cpu")
+    SepalModel(test_vit, encoder + spatial head, 16 genes, target='delta', patches PatchGeometry(...))
+    >>> adata.layers["sepal"].shape
+    (140, 16)
+    >>> adata.uns["sepal"]["tl"]["fit_spatial"]["hidden"]
+    [32]
     """
     L = import_lightning()
     architecture = check_spatial_options(
