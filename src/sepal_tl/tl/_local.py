@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -12,7 +13,6 @@ from anndata import AnnData
 
 from sepal_tl._compat import import_lightning
 from sepal_tl._keys import (
-from sepal_tl._docs import inject_docs
     DEFAULT_LIBRARY_KEY,
     DENOISED,
     OBSERVED,
@@ -212,6 +212,158 @@ def _ridge_head(
     return {"ridge_alpha": alpha, "best_mse": score}
 
 
+def _checked_options(
+    *,
+    freeze: bool | None,
+    embedding_key: str | None,
+    embedding_norm: str | None,
+    stain_jitter: float,
+    stain_norm: str | None,
+    model_kwargs: dict[str, Any] | None,
+    epochs: int,
+    target: str,
+    loss: str,
+) -> tuple[bool, str, dict[str, Any]]:
+    """Check :func:`fit_encoder`'s options together, before any work.
+
+    Returns ``freeze`` and ``embedding_norm`` resolved, and ``model_kwargs`` as they are stored.
+    """
+    check_choice("target", target, ["delta", "absolute"])
+    check_choice("loss", loss, ["mse", "masked_mse"])
+    if freeze is None:
+        freeze = embedding_key is not None
+    if embedding_key is not None and not freeze:
+        msg = "embedding_key= fits the head on fixed embeddings, so it needs freeze=True (or leave freeze unset)."
+        raise ValueError(msg)
+    if embedding_norm is not None:
+        check_choice("embedding_norm", embedding_norm, EMBEDDING_NORMS)
+        if not freeze and embedding_norm != "none":
+            msg = (
+                f"embedding_norm={embedding_norm!r} applies to frozen embeddings only; a fine-tuned encoder learns "
+                "its own scale. Pass freeze=True, or leave embedding_norm unset."
+            )
+            raise ValueError(msg)
+    if isinstance(stain_jitter, bool) or not isinstance(stain_jitter, int | float) or not 0 <= stain_jitter < 1:
+        msg = f"stain_jitter={stain_jitter!r} must be a number in [0, 1) (0: off; 0.05 is the usual choice)."
+        raise ValueError(msg)
+    if stain_jitter and freeze:
+        msg = "stain_jitter augments training patches of a fine-tuned encoder; frozen embeddings see no augmentation."
+        raise ValueError(msg)
+    if stain_norm is not None and embedding_key is not None:
+        msg = (
+            "stain_norm= changes how patches are cut, but embedding_key= uses embeddings computed already; pass "
+            "stain_norm to sepal.tl.embed instead."
+        )
+        raise ValueError(msg)
+    saved_kwargs = {k: encode_arg(v) for k, v in (model_kwargs or {}).items()}  # must be storable: check first
+    if not freeze and (not isinstance(epochs, int) or epochs < 1):
+        msg = (
+            f"epochs={epochs!r}: fine-tuning needs at least one epoch, else the head would stay random. Pass "
+            "epochs >= 1, or freeze=True to fit the head in closed form on frozen embeddings."
+        )
+        raise ValueError(msg)
+    return freeze, embedding_norm or ("slide" if freeze else "none"), saved_kwargs
+
+
+@dataclass
+class _Loaded:
+    """The backbone of a new local model and what :func:`embed` recorded for the embeddings it made.
+
+    ``module`` and ``spec`` are ``None`` without a backbone; ``origin`` is ``recorded`` when that encoder was loaded
+    again, else ``None``.
+    """
+
+    module: torch.nn.Module | None
+    spec: EncoderSpec | None
+    recorded: dict | None
+    origin: dict | None
+
+
+def _load_encoder(
+    adata: AnnData,
+    backbone: str,
+    pretrained,
+    model_kwargs: dict[str, Any] | None,
+    strict: bool,
+    patch_size: int | None,
+    freeze: bool,
+    embedding_key: str | None,
+) -> _Loaded:
+    """Load the backbone: the one recorded for ``embedding_key`` when frozen, else from ``backbone``."""
+    if freeze:
+        module, spec = _frozen_backbone(adata, embedding_key, backbone, pretrained, model_kwargs, strict, patch_size)
+    else:
+        module, spec = load_backbone(
+            backbone, pretrained=pretrained, model_kwargs=model_kwargs, strict=strict, image_size=patch_size
+        )
+    recorded = recorded_encoder(adata, embedding_key) if embedding_key is not None else None
+    return _Loaded(module, spec, recorded, recorded if module is not None else None)
+
+
+def _geometry(
+    loaded: _Loaded,
+    *,
+    patch_scale: float,
+    patch_size: int | None,
+    mean: tuple[float, float, float] | None,
+    std: tuple[float, float, float] | None,
+    stain_norm: str | None,
+) -> PatchGeometry:
+    """The patch geometry :func:`embed` recorded with reloaded embeddings, else the one asked for.
+
+    Unset sizes and normalisation default to the pretrained weights' own.
+    """
+    if loaded.origin is not None:
+        return PatchGeometry.from_dict(loaded.origin["geometry"])
+    spec = loaded.spec
+    return PatchGeometry(
+        patch_scale=patch_scale,
+        patch_size=patch_size or (spec.input_size if spec else 224),
+        mean=tuple(mean or (spec.mean if spec else PatchGeometry().mean)),
+        std=tuple(std or (spec.std if spec else PatchGeometry().std)),
+        stain_norm=stain_norm,
+    )
+
+
+def _head_on(loaded: _Loaded, n_genes: int, raw: np.ndarray | None, embedding_key: str | None) -> LocalEncoder:
+    """A new linear head over the backbone (over ``raw``'s columns without one)."""
+    encoder = LocalEncoder(
+        loaded.module, n_genes, embedding_dim=raw.shape[1] if raw is not None and loaded.module is None else None
+    )
+    if raw is not None and raw.shape[1] != encoder.embedding_dim:
+        msg = f"obsm[{embedding_key!r}] has {raw.shape[1]} columns but its recorded encoder gives {encoder.embedding_dim}."
+        raise ValueError(msg)
+    return encoder
+
+
+def _encoder_config(
+    loaded: _Loaded,
+    encoder: LocalEncoder,
+    freeze: bool,
+    embedding_key: str | None,
+    embedding_norm: str,
+    pretrained,
+    model_kwargs: dict[str, Any],
+    training: dict[str, Any],
+) -> dict[str, Any]:
+    """The ``config["encoder"]`` of the model (the fit's own numbers are added by the caller)."""
+    spec, origin = loaded.spec, loaded.origin
+    return {
+        "backbone": spec.name if spec is not None else f"obsm[{embedding_key!r}]",
+        "spec": spec.to_dict() if spec is not None else None,
+        "embedding_dim": encoder.embedding_dim,
+        "freeze": bool(freeze),
+        "embedding_key": embedding_key,
+        "embedding_norm": embedding_norm,
+        "head": "ridge" if freeze else "fine-tuned",
+        "pretrained": str(origin["pretrained"] if origin else pretrained),
+        "model_kwargs": origin["model_kwargs"] if origin else model_kwargs,
+        "tta": bool(loaded.recorded["tta"]) if loaded.recorded else False,
+        **training,
+        "epochs": 0 if freeze else training["epochs"],
+    }
+
+
 @spatialdata_aware(images="full")
 def fit_encoder(
     adata: AnnData,
@@ -267,7 +419,7 @@ def fit_encoder(
     layer
         Expression to learn (SEPAL: the denoised log2(TPM + 1)).
     split_key
-        %(split_key)s
+        ``obs`` column with ``"train"`` / ``"val"`` / ``"test"``.
     backbone
         A timm name (the paper: ``"vit_base_patch16_224"``; ST-Net: ``"densenet121"``), with a pretrained tag
         (``"vit_base_patch16_224.augreg_in21k"``), or a hub id (``"hf-hub:MahmoodLab/UNI"``); see
@@ -324,66 +476,27 @@ def fit_encoder(
         Embeddings computed here go to ``obsm[f"X_{key_added}"]``, absolute local predictions to
         ``layers[f"{key_added}_local"]``.
     library_key
-        %(library_key)s %(one_slide_rule)s
+        ``obs`` column naming each spot's slide.
     table_key
-        %(table_key)s Spots, spot sizes and images are found through the elements it annotates (see :mod:`sepal_tl._sdata`).
+        With a :class:`~spatialdata.SpatialData`: the table to work on (default: the only table, else ``"table"``);
+        spots, spot sizes and images are found through the elements it annotates (see :mod:`sepal_tl._sdata`).
 
     Returns
     -------
     The trained :class:`~sepal_tl.tl.SepalModel`; ``adata`` gains the local predictions, the embeddings (unless
     ``embedding_key`` was given) and ``uns["sepal"]["tl"]["fit_encoder"]``.
-
-    Examples
-    --------
-    >>> import sepal_tl as sepal
-    >>> adata = sepal.datasets.synthetic(n_slides=3, n_spots=60, n_genes=60, pitch_px=32, random_state=0)
-    >>> sepal.pp.run(adata, preset="synthetic", n_top=16)
-    >>> model = sepal.tl.fit_encoder(
-    ...     adata, backbone="test_vit", pretrained=False, patch_size=32, epochs=1, device="cpu"
-    ... )
-    >>> model
-    SepalModel(test_vit, encoder only, 16 genes, target='delta', patches PatchGeometry(...))
-    >>> adata.layers["sepal_local"].shape  # train mean + the predicted deviation from it
-    (140, 16)
-    >>> list(model.history["encoder"][0])  # one entry per epoch
-    ['epoch', 'val_mse', 'train_mse', 'train_seconds']
     """
-    check_choice("target", target, ["delta", "absolute"])
-    check_choice("loss", loss, ["mse", "masked_mse"])
-    if freeze is None:
-        freeze = embedding_key is not None
-    if embedding_key is not None and not freeze:
-        msg = "embedding_key= fits the head on fixed embeddings, so it needs freeze=True (or leave freeze unset)."
-        raise ValueError(msg)
-    if embedding_norm is not None:
-        check_choice("embedding_norm", embedding_norm, EMBEDDING_NORMS)
-        if not freeze and embedding_norm != "none":
-            msg = (
-                f"embedding_norm={embedding_norm!r} applies to frozen embeddings only; a fine-tuned encoder learns "
-                "its own scale. Pass freeze=True, or leave embedding_norm unset."
-            )
-            raise ValueError(msg)
-    if isinstance(stain_jitter, bool) or not isinstance(stain_jitter, int | float) or not 0 <= stain_jitter < 1:
-        msg = f"stain_jitter={stain_jitter!r} must be a number in [0, 1) (0: off; 0.05 is the usual choice)."
-        raise ValueError(msg)
-    if stain_jitter and freeze:
-        msg = "stain_jitter augments training patches of a fine-tuned encoder; frozen embeddings see no augmentation."
-        raise ValueError(msg)
-    if stain_norm is not None and embedding_key is not None:
-        msg = (
-            "stain_norm= changes how patches are cut, but embedding_key= uses embeddings computed already; pass "
-            "stain_norm to sepal.tl.embed instead."
-        )
-        raise ValueError(msg)
-    norm = embedding_norm or ("slide" if freeze else "none")
-    saved_kwargs = {k: encode_arg(v) for k, v in (model_kwargs or {}).items()}  # must be storable: check first
-    if not freeze and (not isinstance(epochs, int) or epochs < 1):
-        msg = (
-            f"epochs={epochs!r}: fine-tuning needs at least one epoch, else the head would stay random. Pass "
-@inject_docs
-            "epochs >= 1, or freeze=True to fit the head in closed form on frozen embeddings."
-        )
-        raise ValueError(msg)
+    freeze, norm, saved_kwargs = _checked_options(
+        freeze=freeze,
+        embedding_key=embedding_key,
+        embedding_norm=embedding_norm,
+        stain_jitter=stain_jitter,
+        stain_norm=stain_norm,
+        model_kwargs=model_kwargs,
+        epochs=epochs,
+        target=target,
+        loss=loss,
+    )
     splits = split_indices(adata, split_key)
     bin_size = bin_size_um(adata)
     values = dense_layer(adata, layer)
@@ -398,48 +511,22 @@ def fit_encoder(
     torch.manual_seed(seed)
 
     means = values[splits["train"]].mean(axis=0)
-    offset = means if target == "delta" else np.zeros_like(means)
-    targets = values - offset
-    if freeze:
-        module, spec = _frozen_backbone(adata, embedding_key, backbone, pretrained, model_kwargs, strict, patch_size)
-    else:
-        module, spec = load_backbone(
-            backbone, pretrained=pretrained, model_kwargs=model_kwargs, strict=strict, image_size=patch_size
-        )
-    recorded = recorded_encoder(adata, embedding_key) if embedding_key is not None else None
-    if recorded is not None and module is not None:
-        geometry = PatchGeometry.from_dict(recorded["geometry"])
-    else:
-        geometry = PatchGeometry(
-            patch_scale=patch_scale,
-            patch_size=patch_size or (spec.input_size if spec else 224),
-            mean=tuple(mean or (spec.mean if spec else PatchGeometry().mean)),
-            std=tuple(std or (spec.std if spec else PatchGeometry().std)),
-            stain_norm=stain_norm,
-        )
+    targets = values - (means if target == "delta" else np.zeros_like(means))
+    loaded = _load_encoder(adata, backbone, pretrained, model_kwargs, strict, patch_size, freeze, embedding_key)
+    geometry = _geometry(
+        loaded, patch_scale=patch_scale, patch_size=patch_size, mean=mean, std=std, stain_norm=stain_norm
+    )
     if sources is not None:
         geometry = with_stain_target(adata, sources, geometry, library_key=lib_key, indices=splits["train"])
-    encoder = LocalEncoder(
-        module, adata.n_vars, embedding_dim=raw.shape[1] if raw is not None and module is None else None
-    )
-    if raw is not None and raw.shape[1] != encoder.embedding_dim:
-        msg = f"obsm[{embedding_key!r}] has {raw.shape[1]} columns but its recorded encoder gives {encoder.embedding_dim}."
-        raise ValueError(msg)
+    encoder = _head_on(loaded, adata.n_vars, raw, embedding_key)
 
+    training = {"loss": loss, "stain_jitter": stain_jitter, "epochs": epochs, "batch_size": batch_size, "lr": lr}
+    training |= {"weight_decay": weight_decay, "patience": patience}
+    loading = {"device": device, "num_workers": num_workers, "library_key": lib_key}
     if freeze:
         if raw is None:
-            raw = compute_embeddings(
-                adata,
-                module,
-                geometry,
-                sources=sources,
-                library_key=lib_key,
-                batch_size=batch_size,
-                device=device,
-                num_workers=num_workers,
-            )
-        fitted = _ridge_head(encoder, raw, targets, observed, splits, libraries, norm)
-        history: list[dict[str, float]] = []
+            raw = compute_embeddings(adata, loaded.module, geometry, sources=sources, batch_size=batch_size, **loading)
+        fitted, history = _ridge_head(encoder, raw, targets, observed, splits, libraries, norm), []
     else:
         encoder, fitted, history = _fine_tune(
             adata,
@@ -449,46 +536,14 @@ def fit_encoder(
             targets,
             observed,
             splits,
-            loss=loss,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            weight_decay=weight_decay,
-            patience=patience,
-            num_workers=num_workers,
-            device=device,
             seed=seed,
             trainer_kwargs=trainer_kwargs,
-            library_key=lib_key,
-            stain_jitter=stain_jitter,
+            **training,
+            **loading,
         )
-    config = {
-        "target": target,
-        "layer": layer,
-        "bin_size_um": bin_size,
-        "encoder": {
-            "backbone": spec.name if spec is not None else f"obsm[{embedding_key!r}]",
-            "spec": spec.to_dict() if spec is not None else None,
-            "embedding_dim": encoder.embedding_dim,
-            "freeze": bool(freeze),
-            "embedding_key": embedding_key,
-            "embedding_norm": norm,
-            "head": "ridge" if freeze else "fine-tuned",
-            "pretrained": str(recorded["pretrained"] if module is not None and recorded else pretrained),
-            "model_kwargs": recorded["model_kwargs"] if module is not None and recorded else saved_kwargs,
-            "tta": bool(recorded["tta"]) if recorded else False,
-            "loss": loss,
-            "stain_jitter": stain_jitter,
-            "epochs": 0 if freeze else epochs,
-            "batch_size": batch_size,
-            "lr": lr,
-            "weight_decay": weight_decay,
-            "patience": patience,
-            "random_state": seed,
-            **fitted,
-        },
-        "spatial": None,
-    }
+    encoder_config = _encoder_config(loaded, encoder, freeze, embedding_key, norm, pretrained, saved_kwargs, training)
+    encoder_config |= {"random_state": seed, **fitted}
+    config = {"target": target, "layer": layer, "bin_size_um": bin_size, "encoder": encoder_config, "spatial": None}
     model = SepalModel(
         genes=list(adata.var_names),
         gene_means=means,
@@ -498,22 +553,11 @@ def fit_encoder(
         history={"encoder": history},
     )
     if raw is None or not freeze:
-        raw = model_embeddings(
-            adata,
-            model,
-            image=sources,
-            batch_size=batch_size,
-            device=device,
-            num_workers=num_workers,
-            library_key=lib_key,
-        )
+        raw = model_embeddings(adata, model, image=sources, batch_size=batch_size, **loading)
     _, local = model.heads_input(raw, libraries)
     write_local_outputs(adata, model, local, None if embedding_key is not None else raw, key_added)
     record(
-        adata,
-        "tl",
-        "fit_encoder",
-        {**config["encoder"], "spec": None, "target": target, "layer": layer, "uid": model.uid},
+        adata, "tl", "fit_encoder", {**encoder_config, "spec": None, "target": target, "layer": layer, "uid": model.uid}
     )
     logger.info("added '%s_local' to adata.layers", key_added)
     return model
