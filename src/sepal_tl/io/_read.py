@@ -59,6 +59,7 @@ def read(path: str | os.PathLike, **kwargs):
 __all__ = ["read", "read_anndata", "read_spots"]
 
 
+@inject_docs
 def read_anndata(path: str | os.PathLike, *, library_id: str | None = None, table_key: str | None = None) -> AnnData:
     """:func:`read` as an AnnData: a SpatialData store goes through :func:`from_spatialdata`.
 
@@ -70,7 +71,6 @@ def read_anndata(path: str | os.PathLike, *, library_id: str | None = None, tabl
         File or folder, as for :func:`read`.
     library_id
         Names the slide for the readers that take one (HEST, Visium, Visium HD); a ``.h5ad`` or ``.zarr`` must
-@inject_docs
         hold exactly that one library.
     table_key
         %(table_key)s
@@ -102,6 +102,7 @@ def _is_hest(path: Path) -> bool:
     )
 
 
+@inject_docs
 def read_spots(path: str | os.PathLike, *, table_key: str | None = None) -> AnnData:
     """The spots of a ``.h5ad`` or SpatialData ``.zarr`` without their genes: the input of an H&E-only prediction.
 
@@ -122,4 +123,3 @@ def read_spots(path: str | os.PathLike, *, table_key: str | None = None) -> AnnD
     """
     adata = read_anndata(path, table_key=table_key)
     return adata[:, []].copy()
-@inject_docs

@@ -196,12 +196,12 @@ def _uns_images(sdata: SpatialData, slide) -> tuple[dict, dict]:
     return images, scalefactors
 
 
+@inject_docs
 def from_spatialdata(
     sdata: SpatialData, *, table_key: str | None = None, library_key: str = DEFAULT_LIBRARY_KEY
 ) -> AnnData:
     """Convert a :class:`~spatialdata.SpatialData` back to a spatial AnnData (scanpy layout).
 
-@inject_docs
     The inverse of :func:`to_spatialdata`; also reads spatialdata-io's Visium output (its ``{dataset_id}`` shapes
     and ``{dataset_id}_hires_image`` / ``_lowres_image``, in the ``{dataset_id}`` coordinate system). To work on a
     SpatialData object without converting it, pass it to ``sepal.pp`` / ``sepal.tl`` / ``sepal.pl`` directly.

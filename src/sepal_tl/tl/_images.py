@@ -520,6 +520,7 @@ def _spatialdata_source(sdata, lib: str, cache_dir: Path | None) -> ImageSource:
     raise _no_image(lib, f"the SpatialData object has neither {lib}_full_image nor {lib}_hires_image")
 
 
+@inject_docs
 def resolve_images(
     adata: AnnData,
     image: Any = None,
@@ -533,7 +534,6 @@ def resolve_images(
 
     Parameters
     ----------
-@inject_docs
     adata
         Spatial AnnData with ``obsm["spatial"]`` (full-resolution pixels, x = column, y = row) and
         ``uns["spatial"][library_id]`` in scanpy's layout (as written by :func:`sepal_tl.io.read_visium` /

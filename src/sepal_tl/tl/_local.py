@@ -12,6 +12,7 @@ import torch
 from anndata import AnnData
 
 from sepal_tl._compat import import_lightning
+from sepal_tl._docs import inject_docs
 from sepal_tl._keys import (
     DEFAULT_LIBRARY_KEY,
     DENOISED,
@@ -365,6 +366,7 @@ def _encoder_config(
 
 
 @spatialdata_aware(images="full")
+@inject_docs
 def fit_encoder(
     adata: AnnData,
     *,

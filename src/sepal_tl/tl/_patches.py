@@ -392,6 +392,7 @@ def _targets(adata, targets, indices: np.ndarray) -> torch.Tensor | None:
     return torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
 
 
+@inject_docs
 class SpotPatches(Dataset):
     """Patches centred on spots, cut from the image when requested (a :class:`torch.utils.data.Dataset`).
 
@@ -426,7 +427,6 @@ class SpotPatches(Dataset):
         %(library_key)s It may be absent when ``uns["spatial"]`` holds one library.
     spatial_key
         %(spatial_key)s
-@inject_docs
     random_state
         Seed of the augmentations (``None``: :attr:`sepal_tl.settings.seed`). With ``num_workers=0`` the
         draws are reproducible from this seed alone. In DataLoader worker processes each worker reseeds from
