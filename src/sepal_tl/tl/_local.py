@@ -487,6 +487,21 @@ def fit_encoder(
     -------
     The trained :class:`~sepal_tl.tl.SepalModel`; ``adata`` gains the local predictions, the embeddings (unless
     ``embedding_key`` was given) and ``uns["sepal"]["tl"]["fit_encoder"]``.
+
+    Examples
+    --------
+    >>> import sepal_tl as sepal
+    >>> adata = sepal.datasets.synthetic(n_slides=3, n_spots=60, n_genes=60, pitch_px=32, random_state=0)
+    >>> sepal.pp.run(adata, preset="synthetic", n_top=16)
+    >>> model = sepal.tl.fit_encoder(
+    ...     adata, backbone="test_vit", pretrained=False, patch_size=32, epochs=1, device="cpu"
+    ... )
+    >>> model
+    SepalModel(test_vit, encoder only, 16 genes, target='delta', patches PatchGeometry(...))
+    >>> adata.layers["sepal_local"].shape  # train mean + the predicted deviation from it
+    (140, 16)
+    >>> list(model.history["encoder"][0])  # one entry per epoch
+    ['epoch', 'val_mse', 'train_mse', 'train_seconds']
     """
     freeze, norm, saved_kwargs = _checked_options(
         freeze=freeze,
