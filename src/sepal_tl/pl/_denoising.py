@@ -102,6 +102,17 @@ def denoising(
     Returns
     -------
     The Figure if ``return_fig``, ``None`` if the figure was shown, else the two Axes ``[before, after]``.
+
+    Examples
+    --------
+    .. plot::
+
+        >>> import sepal_tl as sepal
+        >>> adata = sepal.datasets.synthetic(n_slides=3, n_spots=60, n_genes=60, pitch_px=32, random_state=0)
+        >>> sepal.pp.run(adata, preset="synthetic", n_top=16)
+        >>> observed = adata[adata.obs["library_id"] == "slide0"].layers["observed"]
+        >>> gene = adata.var_names[(~observed).sum(axis=0).argmax()]  # the gene with the most imputed spots
+        >>> axes = sepal.pl.denoising(adata, gene, library_id="slide0")
     """
     if not isinstance(gene, str):
         msg = f"gene must be one gene name, got {gene!r}; use sepal.pl.gene_map for several genes."

@@ -155,9 +155,18 @@ def gene_map(
 
     Examples
     --------
-    >>> sepal.tl.evaluate(adata, pred="sepal", split="test")  # doctest: +SKIP
-    >>> best = adata.var["sepal_pcc_test"].nlargest(2).index  # doctest: +SKIP
-    >>> sepal.pl.gene_map(adata, list(best), library_id="slide2", ncols=2)  # doctest: +SKIP
+    .. plot::
+
+        >>> import sepal_tl as sepal
+        >>> adata = sepal.datasets.synthetic(n_slides=3, n_spots=60, n_genes=60, pitch_px=32, random_state=0)
+        >>> sepal.pp.run(adata, preset="synthetic", n_top=16)
+        >>> model = sepal.tl.fit(
+        ...     adata, backbone="test_vit", pretrained=False, patch_size=32,
+        ...     encoder_epochs=1, spatial_epochs=1, device="cpu",
+        ... )
+        >>> metrics = sepal.tl.evaluate(adata, pred="sepal", split="test")
+        >>> best = adata.var["sepal_pcc_test"].nlargest(2).index  # the two best-predicted genes
+        >>> axes = sepal.pl.gene_map(adata, list(best), library_id="slide2")  # measured | predicted
     """
     names, idx = gene_indices(adata, genes)
     layer_names = [layer] if layer is not None else [layers] if isinstance(layers, str) else list(layers)

@@ -212,8 +212,20 @@ def metrics(
 
     Examples
     --------
-    >>> sepal.pl.metrics({"SEPAL": sepal.tl.evaluate(adata, pred="sepal"),
-    ...                   "local": sepal.tl.evaluate(adata, pred="sepal_local")})  # doctest: +SKIP
+    .. plot::
+
+        >>> import sepal_tl as sepal
+        >>> adata = sepal.datasets.synthetic(n_slides=3, n_spots=60, n_genes=60, pitch_px=32, random_state=0)
+        >>> sepal.pp.run(adata, preset="synthetic", n_top=16)
+        >>> model = sepal.tl.fit(
+        ...     adata, backbone="test_vit", pretrained=False, patch_size=32,
+        ...     encoder_epochs=1, spatial_epochs=1, device="cpu",
+        ... )
+        >>> results = {
+        ...     "SEPAL": sepal.tl.evaluate(adata, pred="sepal"),
+        ...     "local": sepal.tl.evaluate(adata, pred="sepal_local"),
+        ... }
+        >>> axes = sepal.pl.metrics(results, metrics=["MSE", "PCC-Gene"])
     """
     metric_names = [metrics] if isinstance(metrics, str) else [str(m) for m in metrics]
     if not metric_names:

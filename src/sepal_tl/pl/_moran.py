@@ -133,6 +133,18 @@ def moran(
     Returns
     -------
     The Figure if ``return_fig``, ``None`` if the figure was shown, else the Axes.
+
+    Examples
+    --------
+    .. plot::
+
+        >>> import sepal_tl as sepal
+        >>> adata = sepal.datasets.synthetic(n_slides=2, n_spots=100, n_genes=100, pitch_px=32, random_state=0)
+        >>> sepal.pp.tpm(adata)
+        >>> sepal.pp.log2p(adata)
+        >>> sepal.pp.denoise(adata, layer="log2tpm")
+        >>> sepal.pp.select_genes(adata, n_top=20, slides=["slide0"])  # ranks every gene, keeps them all
+        >>> ax = sepal.pl.moran(adata)
     """
     selected = _selected_flags(adata, key, selected_key)
     if not isinstance(n_labels, int | np.integer) or n_labels < 0:

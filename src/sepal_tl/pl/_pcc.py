@@ -69,6 +69,20 @@ def pcc_histogram(
     Returns
     -------
     The Figure if ``return_fig``, ``None`` if the figure was shown, else the Axes.
+
+    Examples
+    --------
+    .. plot::
+
+        >>> import sepal_tl as sepal
+        >>> adata = sepal.datasets.synthetic(n_slides=3, n_spots=60, n_genes=60, pitch_px=32, random_state=0)
+        >>> sepal.pp.run(adata, preset="synthetic", n_top=16)
+        >>> model = sepal.tl.fit(
+        ...     adata, backbone="test_vit", pretrained=False, patch_size=32,
+        ...     encoder_epochs=1, spatial_epochs=1, device="cpu",
+        ... )
+        >>> metrics = sepal.tl.evaluate(adata, pred="sepal", split="test")  # writes var["sepal_pcc_test"]
+        >>> ax = sepal.pl.pcc_histogram(adata)
     """
     column = gene_score_column(pred, "pcc", split)
     if column not in adata.var.columns:

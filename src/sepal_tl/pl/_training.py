@@ -79,6 +79,19 @@ def training_curves(
     -------
     The Figure if ``return_fig``, ``None`` if the figure was shown, else the Axes (one stage) or the list of Axes
     (one per stage).
+
+    Examples
+    --------
+    .. plot::
+
+        >>> import sepal_tl as sepal
+        >>> adata = sepal.datasets.synthetic(n_slides=3, n_spots=60, n_genes=60, pitch_px=32, random_state=0)
+        >>> sepal.pp.run(adata, preset="synthetic", n_top=16)
+        >>> model = sepal.tl.fit(
+        ...     adata, backbone="test_vit", pretrained=False, patch_size=32,
+        ...     encoder_epochs=4, spatial_epochs=4, device="cpu",
+        ... )
+        >>> axes = sepal.pl.training_curves(model)  # one panel per stage
     """
     history = _history(model)
     if stages is None:
