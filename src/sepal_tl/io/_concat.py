@@ -48,7 +48,17 @@ def concat(
     Examples
     --------
     >>> import sepal_tl as sepal
-    >>> adata = sepal.io.concat([sepal.io.read_visium("slide1/outs"), sepal.io.read_visium("slide2/outs")])
+    >>> adata = sepal.datasets.synthetic(n_slides=2, n_spots=20, n_genes=10, pitch_px=32, random_state=0)
+    >>> images = [adata.uns["spatial"][lib]["images"]["hires"] for lib in ["slide0", "slide1"]]
+    >>> slides = [
+    ...     sepal.io.spot_grid(image, spot_diameter_px=17.6, pitch_px=32, library_id=f"he{i}")
+    ...     for i, image in enumerate(images)
+    ... ]
+    >>> merged = sepal.io.concat(slides)
+    >>> merged.obs["library_id"].value_counts().sort_index().to_dict(), list(merged.uns["spatial"])
+    ({'he0': 27, 'he1': 51}, ['he0', 'he1'])
+    >>> # Visium slides read from disk:
+    >>> adata = sepal.io.concat([sepal.io.read_visium("s1/outs"), sepal.io.read_visium("s2/outs")])  # doctest: +SKIP
     """
     check_choice("join", join, ("inner", "outer"))
     adatas = list(adatas)

@@ -37,6 +37,17 @@ def read(path: str | os.PathLike, **kwargs):
     Returns
     -------
     AnnData, or SpatialData for ``.zarr``.
+
+    Examples
+    --------
+    >>> import sepal_tl as sepal
+    >>> adata = sepal.datasets.synthetic(n_slides=2, n_spots=20, n_genes=10, pitch_px=32, random_state=0)
+    >>> adata.write_h5ad("slides.h5ad")
+    >>> sepal.io.read("slides.h5ad").shape  # .h5ad: anndata's reader
+    (40, 10)
+    >>> sepal.io.to_spatialdata(adata).write("slides.zarr")
+    >>> type(sepal.io.read("slides.zarr")).__name__  # .zarr: a SpatialData object
+    'SpatialData'
     """
     path = Path(path)
     if not path.exists():
@@ -78,6 +89,15 @@ def read_anndata(path: str | os.PathLike, *, library_id: str | None = None, tabl
     Returns
     -------
     The spots as a spatial AnnData (scanpy layout).
+
+    Examples
+    --------
+    >>> import sepal_tl as sepal
+    >>> adata = sepal.datasets.synthetic(n_slides=2, n_spots=20, n_genes=10, pitch_px=32, random_state=0)
+    >>> sepal.io.to_spatialdata(adata).write("slides.zarr")
+    >>> back = sepal.io.read_anndata("slides.zarr")  # the SpatialData store as an AnnData
+    >>> back.shape, list(back.uns["spatial"])
+    ((40, 10), ['slide0', 'slide1'])
     """
     path = Path(path)
     takes_id = path.suffix not in (".h5ad", ".zarr") or _is_hest(path)
@@ -120,6 +140,15 @@ def read_spots(path: str | os.PathLike, *, table_key: str | None = None) -> AnnD
     An AnnData with no genes: coordinates, spot sizes and images are kept (a ``.zarr``'s through
     :func:`from_spatialdata`: its hires image, or the full-resolution file named in
     ``metadata["source_image_path"]``).
+
+    Examples
+    --------
+    >>> import sepal_tl as sepal
+    >>> adata = sepal.datasets.synthetic(n_slides=2, n_spots=20, n_genes=10, pitch_px=32, random_state=0)
+    >>> adata.write_h5ad("slides.h5ad")
+    >>> spots = sepal.io.read_spots("slides.h5ad")  # what an H&E-only prediction needs
+    >>> spots.shape, spots.obsm["spatial"].shape  # no genes
+    ((40, 0), (40, 2))
     """
     adata = read_anndata(path, table_key=table_key)
     return adata[:, []].copy()

@@ -131,7 +131,12 @@ def to_spatialdata(adata: AnnData, *, library_key: str = "library_id") -> Spatia
     Examples
     --------
     >>> import sepal_tl as sepal
+    >>> adata = sepal.datasets.synthetic(n_slides=2, n_spots=20, n_genes=10, pitch_px=32, random_state=0)
     >>> sdata = sepal.io.to_spatialdata(adata)
+    >>> sorted(sdata.shapes), sorted(sdata.tables)  # spots per slide, and the table
+    (['slide0', 'slide1'], ['table'])
+    >>> sorted(sdata.images)
+    ['slide0_hires_image', 'slide0_lowres_image', 'slide1_hires_image', 'slide1_lowres_image']
     >>> sdata.write("slides.zarr")
     """
     coords = check_spatial(adata)
@@ -229,7 +234,11 @@ def from_spatialdata(
     --------
     >>> import spatialdata as sd
     >>> import sepal_tl as sepal
-    >>> adata = sepal.io.from_spatialdata(sd.read_zarr("slides.zarr"))
+    >>> adata = sepal.datasets.synthetic(n_slides=2, n_spots=20, n_genes=10, pitch_px=32, random_state=0)
+    >>> sepal.io.to_spatialdata(adata).write("slides.zarr")
+    >>> back = sepal.io.from_spatialdata(sd.read_zarr("slides.zarr"))
+    >>> back.shape, list(back.uns["spatial"])
+    ((40, 10), ['slide0', 'slide1'])
     """
     table_key, table = resolve_table(sdata, table_key)
     region_key, instance_key, _ = table_links(sdata, table_key, table)

@@ -333,8 +333,18 @@ def spot_grid(
     Examples
     --------
     >>> import sepal_tl as sepal
-    >>> he = sepal.io.spot_grid("slide.tif", spot_diameter_px=55 / 0.5, microns_per_pixel=0.5)
-    >>> he.n_obs, he.obs[["array_row", "array_col"]].head(2)
+    >>> adata = sepal.datasets.synthetic(n_slides=2, n_spots=20, n_genes=10, pitch_px=32, random_state=0)
+    >>> image = adata.uns["spatial"]["slide0"]["images"]["hires"]  # an H&E image, (height, width, 3) uint8
+    >>> he = sepal.io.spot_grid(image, spot_diameter_px=17.6, pitch_px=32)  # Visium's hex grid, 100 µm pitch
+    >>> he.n_obs, he.n_vars  # spots over tissue, no genes
+    (27, 0)
+    >>> he.obs[["array_row", "array_col"]].head(3)
+             array_row  array_col
+    he_1_7           1          7
+    he_1_9           1          9
+    he_1_11          1         11
+    >>> # a whole-slide image at 0.5 µm per pixel, with Visium's 55 µm spots:
+    >>> he = sepal.io.spot_grid("slide.tif", spot_diameter_px=55 / 0.5, microns_per_pixel=0.5)  # doctest: +SKIP
     """
     library_id = check_library_id(library_id)
     check_choice("geometry", geometry, ("hex", "square"))
