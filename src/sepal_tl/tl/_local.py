@@ -421,7 +421,7 @@ def fit_encoder(
     layer
         Expression to learn (SEPAL: the denoised log2(TPM + 1)).
     split_key
-        ``obs`` column with ``"train"`` / ``"val"`` / ``"test"``.
+        %(split_key)s
     backbone
         A timm name (the paper: ``"vit_base_patch16_224"``; ST-Net: ``"densenet121"``), with a pretrained tag
         (``"vit_base_patch16_224.augreg_in21k"``), or a hub id (``"hf-hub:MahmoodLab/UNI"``); see
@@ -478,10 +478,9 @@ def fit_encoder(
         Embeddings computed here go to ``obsm[f"X_{key_added}"]``, absolute local predictions to
         ``layers[f"{key_added}_local"]``.
     library_key
-        ``obs`` column naming each spot's slide.
+        %(library_key)s %(one_slide_rule)s
     table_key
-        With a :class:`~spatialdata.SpatialData`: the table to work on (default: the only table, else ``"table"``);
-        spots, spot sizes and images are found through the elements it annotates (see :mod:`sepal_tl._sdata`).
+        %(table_key)s Spots, spot sizes and images are found through the elements it annotates (see :mod:`sepal_tl._sdata`).
 
     Returns
     -------
