@@ -45,7 +45,7 @@ def test_pcc_histogram_counts_and_lines(evaluated, tmp_path):
     assert ax.get_xlabel() == "Pearson correlation (per gene)"
 
 
-def test_pcc_histogram_other_key_and_ax(evaluated):
+def test_pcc_histogram_other_pred_and_ax(evaluated):
     adata = evaluated[0]
     fig, ax = plt.subplots()
     out = sepal.pl.pcc_histogram(adata, pred="sepal_local", ax=ax, bins=5)
