@@ -297,7 +297,7 @@ def _build_and_load(
 
 def _spec_values(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     cfg = cfg or {}
-    out = {}
+    out: dict[str, Any] = {}
     if cfg.get("input_size"):
         out["input_size"] = int(cfg["input_size"][-1])
     for key in ("mean", "std"):

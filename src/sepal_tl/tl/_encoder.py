@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 from torch import nn
@@ -15,7 +17,7 @@ EMBEDDING_NORMS = ("none", "train", "slide")
 
 def backbone_width(backbone: nn.Module) -> int:
     """Width of a timm backbone's pooled output (``head_hidden_size`` where a model has a pre-logits layer)."""
-    return int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
+    return int(getattr(backbone, "head_hidden_size", None) or cast(int, backbone.num_features))
 
 
 class LocalEncoder(nn.Module):
@@ -33,6 +35,9 @@ class LocalEncoder(nn.Module):
     embedding_dim
         Width of the embeddings; required without a backbone, checked against it otherwise.
     """
+
+    embedding_mean: torch.Tensor
+    embedding_scale: torch.Tensor
 
     def __init__(self, backbone: nn.Module | None, n_genes: int, *, embedding_dim: int | None = None):
         super().__init__()

@@ -160,11 +160,12 @@ class SpatialHead(nn.Module):
         width = conv_widths[-1]
         self.pool = pyg_nn.SAGPooling(width, ratio=1) if pooling == "sag" else None
         post_widths = (width, *_check_widths("post", post))
-        self.post = nn.Sequential(*_mlp(post_widths), nn.Linear(post_widths[-1], n_genes))
+        correction = nn.Linear(post_widths[-1], n_genes)
+        self.post = nn.Sequential(*_mlp(post_widths), correction)
         # The correction starts at zero, so training starts from the local prediction and can only move away from
         # it where the training loss says so (the reference initialised it randomly; see docs/differences.md).
-        nn.init.zeros_(self.post[-1].weight)
-        nn.init.zeros_(self.post[-1].bias)
+        nn.init.zeros_(correction.weight)
+        nn.init.zeros_(correction.bias)
 
     def features(self, embeddings: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         """Node features from embeddings and offsets with this model's aggregation (see :func:`node_features`)."""
@@ -207,6 +208,7 @@ class SpatialHead(nn.Module):
         elif self.pooling == "mean":
             pooled = pyg_nn.global_mean_pool(x, batch, size=n_graphs)
         else:
+            assert self.pool is not None  # pooling == "sag"
             kept, _, _, kept_batch, _, _ = self.pool(x, edge_index, batch=batch)
             # One node per graph; place each by its graph id rather than trusting the order.
             pooled = kept.new_zeros((n_graphs, kept.shape[1])).index_copy(0, kept_batch, kept)

@@ -10,12 +10,14 @@ newer versions or by the user do not break loading.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import re
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NoReturn, overload
 
 from sepal_tl.tl._stain import STAIN_NORMS
 
@@ -35,7 +37,7 @@ class _Checker:
     def __init__(self, file: Path):
         self.file = file
 
-    def fail(self, field: str, problem: str) -> None:
+    def fail(self, field: str, problem: str) -> NoReturn:
         msg = (
             f"{str(self.file)!r}: field {field!r} {problem}. The file was edited, truncated or written by another "
             "program; save the model again with SepalModel.save (or restore the file)."
@@ -65,6 +67,12 @@ class _Checker:
             self.fail(field, f"must be positive, got {value!r}")
         return float(value)
 
+    @overload
+    def integer(
+        self, parent: dict, key: str, field: str, *, minimum: int = 1, optional: Literal[False] = False
+    ) -> int: ...
+    @overload
+    def integer(self, parent: dict, key: str, field: str, *, minimum: int = 1, optional: bool) -> int | None: ...
     def integer(self, parent: dict, key: str, field: str, *, minimum: int = 1, optional: bool = False) -> int | None:
         value = self.get(parent, key, field, int, optional=optional)
         if value is not None and value < minimum:
@@ -98,8 +106,7 @@ def _check_genes(check: _Checker, meta: dict) -> list[str]:
 
     check.each(genes, "genes", gene)
     if len(set(genes)) != len(genes):
-        seen: set[str] = set()
-        duplicated = next(g for g in genes if g in seen or seen.add(g))
+        duplicated = next(g for g, n in Counter(genes).items() if n > 1)
         check.fail("genes", f"names {duplicated!r} more than once; gene names must be unique")
     means = check.get(meta, "gene_means", "gene_means", list)
     if len(means) != len(genes):
@@ -120,7 +127,7 @@ def _check_geometry(check: _Checker, meta: dict) -> None:
         if len(values) != 3:
             check.fail(f"geometry.{name}", f"must hold 3 numbers (R, G, B), got {len(values)}")
         positive = name == "std"
-        check.each(values, f"geometry.{name}", lambda v, f, positive=positive: check.number(v, f, positive=positive))
+        check.each(values, f"geometry.{name}", functools.partial(check.number, positive=positive))
     norm = check.get(geometry, "stain_norm", "geometry.stain_norm", str, optional=True)
     target = check.get(geometry, "stain_target", "geometry.stain_target", list, optional=True)
     if norm is not None and norm not in STAIN_NORMS:
@@ -149,9 +156,7 @@ def _check_encoder(check: _Checker, encoder: dict) -> None:
         if len(values) != 3:
             check.fail(f"config.encoder.spec.{name}", f"must hold 3 numbers (R, G, B), got {len(values)}")
         positive = name == "std"
-        check.each(
-            values, f"config.encoder.spec.{name}", lambda v, f, positive=positive: check.number(v, f, positive=positive)
-        )
+        check.each(values, f"config.encoder.spec.{name}", functools.partial(check.number, positive=positive))
 
 
 def _check_spatial(check: _Checker, spatial: dict, n_genes: int) -> None:
