@@ -35,7 +35,8 @@ from sepal_tl._deprecation import renamed_arguments
 from sepal_tl._keys import COUNTS
 from sepal_tl._logging import logger
 from sepal_tl._uns import record
-from sepal_tl.io._common import hires_lowres, spatial_entry
+from sepal_tl.io._common import spatial_entry
+from sepal_tl.io._images import hires_lowres
 from sepal_tl.io._st import LOWRES_MAX_SIDE
 from sepal_tl.pp import load_gene_length_table
 

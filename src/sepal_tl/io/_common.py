@@ -17,16 +17,18 @@ from scipy import sparse
 
 from sepal_tl._keys import COUNTS
 from sepal_tl._validation import check_counts, resolve_libraries
-from sepal_tl.io._images import downscale, scaled_size
 
 _VALID_LIBRARY_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-def require_file(path: str | os.PathLike, what: str) -> Path:
-    """Return ``path`` as a :class:`~pathlib.Path`, raising ``FileNotFoundError`` naming ``what`` if it is missing."""
+def require_file(path: str | os.PathLike, what: str, hint: str = "") -> Path:
+    """Return ``path`` as a :class:`~pathlib.Path`, raising ``FileNotFoundError`` naming ``what`` if it is missing.
+
+    ``hint`` (what to pass instead) ends the message.
+    """
     path = Path(path)
     if not path.is_file():
-        msg = f"{what} not found: {str(path)!r} does not exist or is not a file."
+        msg = f"{what} not found: {str(path)!r} does not exist or is not a file. {hint}".rstrip()
         raise FileNotFoundError(msg)
     return path
 
@@ -76,29 +78,6 @@ def check_library_id(library_id: str) -> str:
 def spatial_entry(images: dict, scalefactors: dict, metadata: dict) -> dict:
     """Build one slide's ``uns["spatial"][library_id]`` entry in scanpy's layout."""
     return {"images": images, "scalefactors": scalefactors, "metadata": metadata}
-
-
-def hires_lowres(
-    hires: np.ndarray, full_size: tuple[int, int], hires_scale: float, *, lowres_side: int
-) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """``images`` of a slide (``hires`` and a ``lowres`` copy downscaled from it) and their ``tissue_*_scalef``.
-
-    Parameters
-    ----------
-    hires
-        The hires image, ``hires_scale`` times the full-resolution image of size ``full_size`` (height, width).
-    full_size, hires_scale
-        Size of the full-resolution image and the factor mapping its pixels onto ``hires``.
-    lowres_side
-        Longest side of the lowres copy in pixels.
-
-    Returns
-    -------
-    ``({"hires": ..., "lowres": ...}, {"tissue_hires_scalef": ..., "tissue_lowres_scalef": ...})``.
-    """
-    lowres_size, lowres_scale = scaled_size(full_size, lowres_side)
-    images = {"hires": hires, "lowres": downscale(hires, lowres_size)}
-    return images, {"tissue_hires_scalef": float(hires_scale), "tissue_lowres_scalef": float(lowres_scale)}
 
 
 def finish(

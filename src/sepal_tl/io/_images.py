@@ -24,12 +24,15 @@ import tifffile
 from PIL import Image
 
 from sepal_tl._logging import logger
+from sepal_tl.io._common import require_file
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 #: bytes at the end of a JPEG searched for its end-of-image marker
 _JPEG_TAIL = 1 << 16
 #: a TIFF without a small enough pyramid level is subsampled to at least this many times the target size
 _STRIDE_MARGIN = 2
+#: how to fix a missing image file (ends the error message)
+IMAGE_HINT = "Pass the path of an existing JPEG, PNG or TIFF image."
 _pixel_limit_lock = threading.Lock()
 _pixel_limit_state: dict[str, Any] = {"users": 0, "saved": None}
 
@@ -57,11 +60,7 @@ def pil_pixel_limit_lifted() -> Iterator[None]:
 
 
 def _existing_file(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        msg = f"Image file not found: {str(path)!r}. Pass the path of an existing JPEG, PNG or TIFF image."
-        raise FileNotFoundError(msg)
-    return path
+    return require_file(path, "Image file", IMAGE_HINT)
 
 
 def is_tiff(path: str | os.PathLike) -> bool:
@@ -291,6 +290,29 @@ def downscale(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return image
     resized = Image.fromarray(image).resize((size[1], size[0]), resample=Image.Resampling.LANCZOS)
     return np.asarray(resized)
+
+
+def hires_lowres(
+    hires: np.ndarray, full_size: tuple[int, int], hires_scale: float, *, lowres_side: int
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """``images`` of a slide (``hires`` and a ``lowres`` copy downscaled from it) and their ``tissue_*_scalef``.
+
+    Parameters
+    ----------
+    hires
+        The hires image, ``hires_scale`` times the full-resolution image of size ``full_size`` (height, width).
+    full_size, hires_scale
+        Size of the full-resolution image and the factor mapping its pixels onto ``hires``.
+    lowres_side
+        Longest side of the lowres copy in pixels.
+
+    Returns
+    -------
+    ``({"hires": ..., "lowres": ...}, {"tissue_hires_scalef": ..., "tissue_lowres_scalef": ...})``.
+    """
+    lowres_size, lowres_scale = scaled_size(full_size, lowres_side)
+    images = {"hires": hires, "lowres": downscale(hires, lowres_size)}
+    return images, {"tissue_hires_scalef": float(hires_scale), "tissue_lowres_scalef": float(lowres_scale)}
 
 
 def _rows_strided(path: Path, level, step: int, byteorder: str) -> np.ndarray:

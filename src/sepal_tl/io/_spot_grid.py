@@ -19,10 +19,11 @@ from sepal_tl._docs import inject_docs
 from sepal_tl._logging import logger
 from sepal_tl._uns import record
 from sepal_tl._validation import check_choice, check_positive
-from sepal_tl.io._common import check_library_id, hires_lowres, spatial_entry
+from sepal_tl.io._common import check_library_id, require_file, spatial_entry
 from sepal_tl.io._images import (
-    _existing_file,
+    IMAGE_HINT,
     downscale,
+    hires_lowres,
     image_size,
     read_image_downscaled,
     scaled_size,
@@ -159,7 +160,7 @@ def _square_grid(size: tuple[int, int], pitch: float) -> tuple[np.ndarray, np.nd
 
 def _load(image) -> tuple[np.ndarray | None, Path | None, tuple[int, int]]:
     if isinstance(image, str | os.PathLike):
-        path = _existing_file(image)
+        path = require_file(image, "Image file", IMAGE_HINT)
         return None, path, image_size(path)
     if isinstance(image, np.ndarray):
         array = to_rgb_uint8(image)

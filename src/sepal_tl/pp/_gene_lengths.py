@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from sepal_tl._logging import logger
+from sepal_tl.io._common import require_file
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -178,10 +179,7 @@ def gene_lengths_from_gtf(path: str | os.PathLike[str], *, chunksize: int = 500_
                gene_id     gene_id_version gene_name  chrom  length
     0  ENSG00000141736  ENSG00000141736.14     ERBB2  chr17     200
     """
-    path = Path(path)
-    if not path.is_file():
-        msg = f"GTF file not found: {str(path)!r}"
-        raise FileNotFoundError(msg)
+    path = require_file(path, "GTF file")
 
     ex = _read_exons(path, chunksize)
     codes, uniques = pd.factorize(ex["gene_id_version"], sort=False)  # one code per gene, by first appearance
@@ -326,10 +324,7 @@ def _as_table(gene_lengths) -> pd.DataFrame:
     if isinstance(gene_lengths, pd.DataFrame):
         return _validated_table(gene_lengths, "gene_lengths DataFrame")
     if isinstance(gene_lengths, str | os.PathLike):
-        path = Path(gene_lengths)
-        if not path.is_file():
-            msg = f"gene_lengths file not found: {str(path)!r}"
-            raise FileNotFoundError(msg)
+        path = require_file(gene_lengths, "gene_lengths file")
         name = path.name.lower()
         if name.endswith(_GTF_SUFFIXES):
             st = path.stat()

@@ -45,8 +45,8 @@ from anndata import AnnData
 from sepal_tl._docs import inject_docs
 from sepal_tl._logging import logger
 from sepal_tl._validation import check_spatial
-from sepal_tl.io._common import library_ids
-from sepal_tl.io._images import check_within_image, image_size, is_tiff, read_image, to_rgb_uint8
+from sepal_tl.io._common import library_ids, require_file
+from sepal_tl.io._images import IMAGE_HINT, check_within_image, image_size, is_tiff, read_image, to_rgb_uint8
 
 __all__ = ["PAD_VALUE", "ImageSource", "resolve_images"]
 
@@ -445,11 +445,7 @@ def _source_from_value(value, lib: str, cache_dir: Path | None, what: str) -> Im
             raise ValueError(msg)
         value, scale = value
     if isinstance(value, str | os.PathLike):
-        path = Path(value)
-        if not path.is_file():
-            msg = f"{what}: image file {str(path)!r} not found. Pass the path of an existing JPEG, PNG or TIFF image."
-            raise FileNotFoundError(msg)
-        return _FileSource(path, scale, lib, cache_dir)
+        return _FileSource(require_file(value, f"{what}: image file", IMAGE_HINT), scale, lib, cache_dir)
     if _is_spatialdata_image(value):
         data, element_scale = _spatialdata_element(value, what)
         if not hasattr(data, "compute"):
