@@ -168,8 +168,12 @@ def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
     raise ValueError(msg)
 
 
-def _tiff_to_yxc(array: np.ndarray, axes: str) -> np.ndarray:
-    """Reorder a tifffile array to ``(Y, X[, channels])``, keeping the first plane of any other axis."""
+def tiff_to_yxc(array: np.ndarray, axes: str) -> np.ndarray:
+    """Reorder a tifffile array to ``(Y, X[, channels])``, keeping the first plane of any other axis.
+
+    ``axes`` names the array's axes as tifffile does (``"YXS"``, ``"CYX"``, ``"TZCYX"``, ...); the channel axis
+    is the first ``S`` or ``C``. The result is a view (a memory map stays one).
+    """
     channel = next((ax for ax in axes if ax in "SC"), None)
     keep = ("Y", "X", channel)
     array = array[tuple(slice(None) if ax in keep else 0 for ax in axes)]
@@ -245,7 +249,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         if is_tiff(path):
             with tifffile.TiffFile(path) as tif:
                 series = tif.series[0]
-                return to_rgb_uint8(_tiff_to_yxc(series.asarray(), series.axes))
+                return to_rgb_uint8(tiff_to_yxc(series.asarray(), series.axes))
         with pil_pixel_limit_lifted(), _open_pil(path) as img:
             return _pil_to_rgb(img)
 
@@ -340,7 +344,7 @@ def _tiff_level_strided(path: Path, tif: tifffile.TiffFile, level, step: int) ->
     try:
         array = zarr.open_array(store, mode="r")
         index = tuple(slice(None, None, step) if ax in "YX" else slice(None) for ax in level.axes)
-        return _tiff_to_yxc(np.asarray(array[index]), level.axes)
+        return tiff_to_yxc(np.asarray(array[index]), level.axes)
     finally:
         store.close()
 
@@ -361,7 +365,7 @@ def _read_tiff_downscaled(path: Path, max_side: int) -> tuple[np.ndarray, float]
         if step >= 2:
             array = _tiff_level_strided(path, tif, level, step)
         else:
-            array = _tiff_to_yxc(level.asarray(), level.axes)
+            array = tiff_to_yxc(level.asarray(), level.axes)
     return downscale(array, target), scale
 
 

@@ -46,7 +46,15 @@ from sepal_tl._docs import inject_docs
 from sepal_tl._logging import logger
 from sepal_tl._validation import check_spatial
 from sepal_tl.io._common import library_ids, require_file
-from sepal_tl.io._images import IMAGE_HINT, check_within_image, image_size, is_tiff, read_image, to_rgb_uint8
+from sepal_tl.io._images import (
+    IMAGE_HINT,
+    check_within_image,
+    image_size,
+    is_tiff,
+    read_image,
+    tiff_to_yxc,
+    to_rgb_uint8,
+)
 
 __all__ = ["PAD_VALUE", "ImageSource", "resolve_images"]
 
@@ -251,11 +259,6 @@ def _cached_array(cache_dir: Path, key: str, stem: str, decode) -> np.memmap:
     return np.load(path, mmap_mode="r")
 
 
-def _tiff_yxc(axes: str) -> tuple[str, ...]:
-    channel = next((ax for ax in axes if ax in "SC"), None)
-    return ("Y", "X") if channel is None else ("Y", "X", channel)
-
-
 class _FileSource(ImageSource):
     """A full-resolution image file: memory-mapped / lazily read TIFF, or a JPEG / PNG decoded once."""
 
@@ -292,7 +295,7 @@ class _FileSource(ImageSource):
                 except ValueError:  # compressed or tiled: not memory-mappable
                     memmap = None
                 if memmap is not None:
-                    self._set_array(self._tiff_to_yxc_view(memmap, axes), "memory-mapped TIFF")
+                    self._set_array(tiff_to_yxc(memmap, axes), "memory-mapped TIFF")
                     return
                 if self.cache_dir is None:
                     self._open_lazy_tiff(axes)
@@ -302,13 +305,6 @@ class _FileSource(ImageSource):
             self._set_array(array, "decoded once, memory-mapped from the cache")
             return
         self._set_array(read_image(self.path), "decoded once, held in memory")
-
-    @staticmethod
-    def _tiff_to_yxc_view(array, axes: str):
-        keep = _tiff_yxc(axes)
-        array = array[tuple(slice(None) if ax in keep else 0 for ax in axes)]
-        remaining = "".join(ax for ax in axes if ax in keep)
-        return array.transpose([remaining.index(ax) for ax in keep]) if len(keep) == 3 else array
 
     def _open_lazy_tiff(self, axes: str) -> None:
         import zarr
@@ -343,7 +339,7 @@ class _FileSource(ImageSource):
             slice(r0, r1) if ax == "Y" else slice(c0, c1) if ax == "X" else slice(None) if ax in "SC" else 0
             for ax in self._axes
         )
-        return to_rgb_uint8(self._tiff_to_yxc_view(np.asarray(self._zarr[index]), self._axes_after(index)))
+        return to_rgb_uint8(tiff_to_yxc(np.asarray(self._zarr[index]), self._axes_after(index)))
 
     def _axes_after(self, index) -> str:
         return "".join(ax for ax, ix in zip(self._axes, index, strict=True) if not isinstance(ix, int))
