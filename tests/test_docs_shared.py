@@ -119,7 +119,8 @@ def test_inject_docs_fills_wraps_and_refuses_unknown_names():
         show
             %(show)s
         save
-            %(save)s Extra words.
+            %(save)s Extra words that go on
+            on a second line.
         """
 
     injected = inject_docs(plot)
@@ -127,9 +128,12 @@ def test_inject_docs_fills_wraps_and_refuses_unknown_names():
     params = _parameters(plot.__doc__)
     assert params["show"] == " ".join(PARAMS["show"].split())
     assert params["save"].startswith('Save the figure as scanpy does: ``True`` writes ``sc.settings.figdir / "plot.')
-    assert params["save"].endswith("(PNG when it has no extension). Extra words.")
+    assert params["save"].endswith("(PNG when it has no extension). Extra words that go on on a second line.")
     assert all(len(line) <= 120 for line in plot.__doc__.splitlines())
-    assert all(line.startswith(" " * 12) for line in plot.__doc__.splitlines() if "scanpy" in line)
+    save_lines = plot.__doc__.split("    save\n")[1].rstrip().splitlines()
+    assert all(line.startswith(" " * 12) for line in save_lines)
+    for line, after in zip(save_lines, save_lines[1:], strict=False):  # one paragraph, wrapped greedily
+        assert len(line) + 1 + len(after.split()[0]) > 120
 
     def typo():
         """%(libary_key)s"""

@@ -54,6 +54,9 @@ FRAGMENTS: dict[str, str] = {
         "treats all spots as one slide (an error when the data name several)."
     ),
     "pitch_default": PITCH_DEFAULT,
+    "table_elements": (
+        "Spots, spot sizes and images are found through the elements it annotates (see :mod:`sepal_tl._sdata`)."
+    ),
 }
 
 
@@ -66,12 +69,16 @@ def _text(name: str, func_name: str) -> str:
     raise KeyError(msg)
 
 
-def _fill(line: str, func_name: str) -> str:
-    """One docstring line with its placeholders filled in, wrapped at its own indentation."""
-    filled = _TOKEN.sub(lambda m: _text(m.group(1), func_name), line)
-    indent = line[: len(line) - len(line.lstrip())]
+def _indent(line: str) -> str:
+    return line[: len(line) - len(line.lstrip())]
+
+
+def _fill(lines: list[str], func_name: str) -> str:
+    """A paragraph of docstring lines with its placeholders filled in, wrapped at its own indentation."""
+    filled = _TOKEN.sub(lambda m: _text(m.group(1), func_name), " ".join(line.strip() for line in lines))
+    indent = _indent(lines[0])
     return textwrap.fill(
-        filled.strip(),
+        filled,
         width=_LINE_WIDTH,
         initial_indent=indent,
         subsequent_indent=indent,
@@ -87,7 +94,19 @@ def inject_docs(func: F) -> F:
     :class:`KeyError` at import time, so a typo never reaches the rendered documentation.
     """
     doc = func.__doc__
-    if doc and "%(" in doc:
-        lines = doc.split("\n")
-        func.__doc__ = "\n".join(_fill(line, func.__name__) if _TOKEN.search(line) else line for line in lines)
+    if not doc or "%(" not in doc:
+        return func
+    lines, out = doc.split("\n"), []
+    i = 0
+    while i < len(lines):
+        if not _TOKEN.search(lines[i]):
+            out.append(lines[i])
+            i += 1
+            continue
+        end = i + 1  # the paragraph goes on while lines keep its indentation
+        while end < len(lines) and lines[end].strip() and _indent(lines[end]) == _indent(lines[i]):
+            end += 1
+        out.append(_fill(lines[i:end], func.__name__))
+        i = end
+    func.__doc__ = "\n".join(out)
     return func

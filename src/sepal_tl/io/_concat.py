@@ -32,7 +32,8 @@ def concat(
     adatas
         The slides, e.g. from :func:`read_visium` / :func:`read_st`. Each may itself hold several libraries.
     library_key
-        %(library_key)s An AnnData without this column must hold exactly one library in ``uns["spatial"]``, whose id is then used. Library ids must be distinct across inputs.
+        %(library_key)s An AnnData without this column must hold exactly one library in ``uns["spatial"]``, whose
+        id is then used. Library ids must be distinct across inputs.
     join
         ``"inner"`` keeps the genes measured in every slide, ``"outer"`` all genes (sparse counts of genes
         missing from a slide are filled with 0).

@@ -252,7 +252,7 @@ def evaluate(
     per_slide
         Add one row per slide of the split, named ``f"{pred} [{slide}]"`` (and ``f"mean_baseline [{slide}]"``).
     table_key
-        %(table_key)s Spots, spot sizes and images are found through the elements it annotates (see :mod:`sepal_tl._sdata`).
+        %(table_key)s %(table_elements)s
 
     Returns
     -------

@@ -82,7 +82,7 @@ def fit(
         (``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``patience``, ``trainer_kwargs``) take a stage
         prefix: ``encoder_epochs=10``, ``spatial_lr=1e-3``.
     table_key
-        %(table_key)s Spots, spot sizes and images are found through the elements it annotates (see :mod:`sepal_tl._sdata`).
+        %(table_key)s %(table_elements)s
 
     Returns
     -------

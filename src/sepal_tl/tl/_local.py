@@ -480,7 +480,7 @@ def fit_encoder(
     library_key
         %(library_key)s %(one_slide_rule)s
     table_key
-        %(table_key)s Spots, spot sizes and images are found through the elements it annotates (see :mod:`sepal_tl._sdata`).
+        %(table_key)s %(table_elements)s
 
     Returns
     -------

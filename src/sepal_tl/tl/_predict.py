@@ -119,7 +119,7 @@ def predict(
     copy
         %(copy)s Only when ``adata``'s genes are the model's; otherwise the predictions always go to a new AnnData.
     table_key
-        %(table_key)s Spots, spot sizes and images are found through the elements it annotates (see :mod:`sepal_tl._sdata`).
+        %(table_key)s %(table_elements)s
 
     Returns
     -------

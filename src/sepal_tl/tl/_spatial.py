@@ -247,7 +247,7 @@ def fit_spatial(
         key the model's head was fitted on, else the model's own embeddings, computed when missing). With it,
         the spatial stage never touches images.
     table_key
-        %(table_key)s Spots, spot sizes and images are found through the elements it annotates (see :mod:`sepal_tl._sdata`).
+        %(table_key)s %(table_elements)s
 
     Returns
     -------
