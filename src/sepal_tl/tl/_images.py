@@ -66,9 +66,13 @@ _MAX_IN_MEMORY_BYTES = 8 << 30
 _SPATIALDATA_COORDINATE_SYSTEM = "global"
 
 
-def _round(value: float) -> int:
-    """Round half up (``np.round`` rounds half to even, which would make windows jitter by a pixel)."""
-    return int(np.floor(value + 0.5))
+def round_half_up(value: float | np.ndarray) -> np.ndarray:
+    """Round half up to ``int64`` (``np.round`` rounds half to even, which would make windows jitter by a pixel).
+
+    Every window placed on an image pixel grid is rounded by this rule: :meth:`ImageSource.window` and the
+    vectorised windows of :class:`~sepal_tl.tl.SpotPatches`.
+    """
+    return np.floor(np.asarray(value) + 0.5).astype(np.int64)
 
 
 class ImageSource:
@@ -150,8 +154,8 @@ class ImageSource:
         the window in image pixels. ``n`` does not depend on the position, so all windows of a library
         have the same size.
         """
-        n = max(1, _round(side * self.scale))
-        return _round(y0 * self.scale), _round(x0 * self.scale), n
+        n = max(1, int(round_half_up(side * self.scale)))
+        return int(round_half_up(y0 * self.scale)), int(round_half_up(x0 * self.scale)), n
 
     def crop(self, x0: float, y0: float, side: float) -> np.ndarray:
         """Cut a square window given in full-resolution pixels.

@@ -42,7 +42,7 @@ from sepal_tl._logging import logger
 from sepal_tl._settings import settings
 from sepal_tl._validation import check_positive, check_spatial, get_matrix
 from sepal_tl.io._common import library_ids
-from sepal_tl.tl._images import ImageSource, resolve_images
+from sepal_tl.tl._images import ImageSource, resolve_images, round_half_up
 from sepal_tl.tl._stain import STAIN_NORMS, hed_jitter, normalise_stains, stain_parameters, stain_target
 
 __all__ = [
@@ -346,9 +346,8 @@ def with_stain_target(
 
 def _window_origins(coords: np.ndarray, side: float, source: ImageSource) -> tuple[np.ndarray, np.ndarray]:
     """Top-left ``(row, col)`` in the image's own pixels of ``side``-wide windows centred on ``(x, y)`` coords."""
-    rows = np.floor((coords[:, 1] - side / 2) * source.scale + 0.5).astype(np.int64)
-    cols = np.floor((coords[:, 0] - side / 2) * source.scale + 0.5).astype(np.int64)
-    return rows, cols
+    top_left = coords - side / 2
+    return round_half_up(top_left[:, 1] * source.scale), round_half_up(top_left[:, 0] * source.scale)
 
 
 def _mix_seed(seed: int, worker_seed: int) -> int:
