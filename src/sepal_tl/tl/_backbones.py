@@ -307,7 +307,7 @@ def _spec_values(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def load_backbone(
-    backbone: str,
+    backbone: str | None,
     *,
     pretrained: bool | str | os.PathLike = True,
     model_kwargs: Mapping[str, Any] | None = None,
@@ -321,7 +321,8 @@ def load_backbone(
     backbone
         A timm name (``"densenet121"``), with a pretrained tag (``"vit_base_patch16_224.augreg_in21k"``), or a
         hub id ``"hf-hub:org/name"`` (UNI: ``"hf-hub:MahmoodLab/UNI"``). Ignored for a hub-style folder, whose
-        ``config.json`` names the architecture (a different ``backbone`` is an error).
+        ``config.json`` names the architecture (a different ``backbone`` is an error; ``None`` is allowed only
+        with a folder).
     pretrained
         ``True``: pretrained weights through timm and huggingface_hub's cache (``HF_HUB_OFFLINE=1`` with a filled
         cache works offline); ``False``: random initialisation; a weights file (``.safetensors``, or
@@ -336,10 +337,13 @@ def load_backbone(
     """
     timm = import_timm()
     kwargs = dict(model_kwargs or {})
+    if not isinstance(pretrained, bool) and Path(pretrained).is_dir():
+        return _from_folder(timm, backbone, Path(pretrained), kwargs=kwargs, strict=strict, image_size=image_size)
+    if backbone is None:
+        msg = "backbone=None needs a hub-style folder as pretrained= (its config.json names the architecture)."
+        raise ValueError(msg)
     if not isinstance(pretrained, bool):
         path = Path(pretrained)
-        if path.is_dir():
-            return _from_folder(timm, backbone, path, kwargs=kwargs, strict=strict, image_size=image_size)
         if not path.is_file():
             msg = (
                 f"pretrained={str(path)!r} does not exist; pass True (hub weights), False, a weights file or a folder."
@@ -438,7 +442,7 @@ def _from_hub(timm, backbone: str, *, pretrained: bool, kwargs: dict, image_size
     return model, spec
 
 
-def _from_folder(timm, backbone: str, folder: Path, *, kwargs: dict, strict: bool, image_size: int | None):
+def _from_folder(timm, backbone: str | None, folder: Path, *, kwargs: dict, strict: bool, image_size: int | None):
     config_path = folder / "config.json"
     if not config_path.is_file():
         msg = f"pretrained={str(folder)!r} is a folder without config.json; pass the weights file itself instead."

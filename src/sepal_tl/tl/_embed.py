@@ -200,8 +200,8 @@ def embed(
         geometry = PatchGeometry(
             patch_scale=patch_scale,
             patch_size=patch_size or spec.input_size,
-            mean=tuple(mean or spec.mean),
-            std=tuple(std or spec.std),
+            mean=mean or spec.mean,  # PatchGeometry stores any 3 numbers as a tuple of floats
+            std=std or spec.std,
             stain_norm=stain_norm,
         )
     for lib in sources:
@@ -209,9 +209,11 @@ def embed(
     geometry = with_stain_target(adata, sources, geometry, library_key=lib_key)
     key = key_added or default_key(name)
     if isinstance(encoder, SepalModel) or spec.source == "random":
-        source = None  # no file or hub id would give these weights again
-    elif os.path.isdir(name) or not isinstance(pretrained, bool):
-        source = os.path.abspath(name if os.path.isdir(name) else pretrained)
+        source: str | bool | None = None  # no file or hub id would give these weights again
+    elif os.path.isdir(name):
+        source = os.path.abspath(name)
+    elif not isinstance(pretrained, bool):
+        source = os.path.abspath(pretrained)
     else:
         source = pretrained
     entry = json.dumps(

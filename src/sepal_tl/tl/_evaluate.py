@@ -78,7 +78,7 @@ def _split_rows(
     adata: AnnData, split: str | None, split_key: str, baseline: bool
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Indices of the spots to score and, with ``baseline``, of the train spots."""
-    labels: np.ndarray | None = None
+    labels = np.empty(0, dtype=str)  # read only where split or baseline set it below
     if split is not None or baseline:
         if split_key not in adata.obs:
             msg = (
@@ -176,6 +176,7 @@ def _score_table(
             ]
             if label == models[0][0]:
                 pooled_genes = gene_scores
+    assert pooled_genes is not None  # the first model is always scored on all selected spots
     return table, warn_lines, pooled_genes
 
 
@@ -297,7 +298,7 @@ def evaluate(
     y_all = _rows(truth_m, selected)[:, gene_idx]
     m_all = _rows(mask_m, selected)[:, gene_idx]
     models = [(pred, p_all[:, gene_idx])]
-    if baseline:
+    if train is not None:  # baseline=True
         models.append((BASELINE, np.broadcast_to(_train_mean(truth_m, train, gene_idx, truth), y_all.shape)))
 
     # Every row is computed before anything is written, so that a failure leaves adata as it was.
@@ -316,7 +317,7 @@ def evaluate(
 
     split_name = "all" if split is None else str(split)
     _store(adata, table, pooled_genes, gene_idx, pred=pred, split_name=split_name, key_added=key_added)
-    params = {"truth": truth, "pred": pred, "mask": mask, "split": split, "split_key": split_key}
+    params: dict[str, object] = {"truth": truth, "pred": pred, "mask": mask, "split": split, "split_key": split_key}
     params |= {"baseline": baseline, "key_added": key_added, "library_key": library_key, "per_slide": per_slide}
     record(adata, "tl", "evaluate", {**params, "n_genes": int(gene_idx.size)})
     logger.info(
