@@ -304,6 +304,9 @@ def test_embedding_inputs_are_checked_before_anything_is_written(processed):
     assert_unchanged_after_error(
         adata, ValueError, "stain_jitter", sepal.tl.fit_encoder, embedding_key="X_small", stain_jitter=0.05
     )
+    for unused in ({"image": "hires"}, {"patch_size": 64, "mean": (0.5, 0.5, 0.5)}):  # no patch is cut
+        match = ", ".join(f"{name}=" for name in unused) + " would be ignored"
+        assert_unchanged_after_error(adata, ValueError, match, sepal.tl.fit_encoder, embedding_key="X_small", **unused)
     # an absolute target is supported in frozen mode: the intercept carries the train mean
     absolute = sepal.tl.fit_encoder(adata.copy(), embedding_key="X_small", target="absolute", embedding_norm="train")
     np.testing.assert_array_equal(absolute.offset, 0)

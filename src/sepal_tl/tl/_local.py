@@ -213,6 +213,18 @@ def _ridge_head(
     return {"ridge_alpha": alpha, "best_mse": score}
 
 
+def _refuse_unused_with_embeddings(embedding_key: str | None, **image_options: Any) -> None:
+    """With ``embedding_key`` no patch is cut: image options that were given would be ignored, so they are errors."""
+    given = [name for name, value in image_options.items() if value is not None]
+    if embedding_key is not None and given:
+        msg = (
+            f"{', '.join(f'{name}=' for name in given)} would be ignored: embedding_key= fits the head on embeddings "
+            "computed already, so no image is read and no patch is cut. Leave them unset, or pass them to "
+            "sepal.tl.embed."
+        )
+        raise ValueError(msg)
+
+
 def _checked_options(
     *,
     freeze: bool | None,
@@ -502,6 +514,7 @@ def fit_encoder(
     >>> list(model.history["encoder"][0])  # one entry per epoch
     ['epoch', 'val_mse', 'train_mse', 'train_seconds']
     """
+    _refuse_unused_with_embeddings(embedding_key, image=image, patch_size=patch_size, mean=mean, std=std)
     freeze, norm, saved_kwargs = _checked_options(
         freeze=freeze,
         embedding_key=embedding_key,
