@@ -126,6 +126,9 @@ def test_presets_only_name_real_options():
 @pytest.mark.slow
 def test_bad_inputs(fitted, processed, tmp_path):
     adata, model = fitted
+    for options in ({"patch_size": 32}, {"mean": (0.5, 0.5, 0.5), "stain_norm": "macenko"}):  # the model's own
+        match = ", ".join(f"{name}=" for name in options) + " cannot change a SepalModel's encoder"
+        assert_unchanged_after_error(adata.copy(), ValueError, match, sepal.tl.embed, encoder=model, **options)
     fresh = processed.copy()
     assert_unchanged_after_error(
         fresh, ValueError, "not a timm model", sepal.tl.fit_encoder, **{**TINY, "backbone": "vit_nonexistent"}

@@ -181,8 +181,13 @@ def embed(
         if encoder.encoder.backbone is None:
             msg = "This SepalModel was trained on precomputed embeddings and has no image backbone to embed with."
             raise ValueError(msg)
-        if stain_norm is not None:
-            msg = "stain_norm= cannot change a SepalModel's patches: its geometry brings its own; leave it unset."
+        options = {"patch_size": patch_size, "mean": mean, "std": std, "stain_norm": stain_norm}
+        given = [name for name, value in {**options, "model_kwargs": model_kwargs}.items() if value is not None]
+        if given:
+            msg = (
+                f"{', '.join(f'{name}=' for name in given)} cannot change a SepalModel's encoder: its weights and "
+                "patch geometry bring their own; leave them unset."
+            )
             raise ValueError(msg)
         backbone, geometry = encoder.encoder.backbone, encoder.geometry
         spec = EncoderSpec.from_dict(encoder.config["encoder"]["spec"])
