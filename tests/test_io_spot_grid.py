@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 from scipy.spatial import cKDTree
 
+from sepal_tl.io._image_sources import resolve_images
 from sepal_tl.io._spot_grid import VISIUM_PITCH_PER_DIAMETER, spot_grid, tissue_mask
-from sepal_tl.tl._images import resolve_images
 from sepal_tl.tl._patches import PatchGeometry, SpotPatches
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

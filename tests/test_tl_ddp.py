@@ -163,7 +163,7 @@ def test_task_and_callbacks_pickle():
 
 
 def test_memmap_image_source_pickles_without_pixels(tmp_path):
-    from sepal_tl.tl._images import ImageSource
+    from sepal_tl.io._image_sources import ImageSource
 
     pixels = np.random.default_rng(0).integers(0, 256, size=(300, 200, 3), dtype=np.uint8)
     np.save(tmp_path / "he.npy", pixels)

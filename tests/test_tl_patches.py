@@ -13,7 +13,7 @@ from PIL import Image
 from scipy import sparse
 
 import sepal_tl as sepal
-from sepal_tl.tl._images import PAD_VALUE, ImageSource, resolve_images
+from sepal_tl.io._image_sources import PAD_VALUE, ImageSource, resolve_images
 from sepal_tl.tl._patches import (
     IMAGENET_MEAN,
     IMAGENET_STD,

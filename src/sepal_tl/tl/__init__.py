@@ -7,10 +7,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports each name on first use
+    from sepal_tl.io._image_sources import ImageSource, resolve_images
+
     from ._embed import embed
     from ._evaluate import evaluate
     from ._fit import fit
-    from ._images import ImageSource, resolve_images
     from ._local import fit_encoder
     from ._metrics import compute_metrics, per_gene_metrics, per_spot_metrics
     from ._model import SepalModel
@@ -34,8 +35,8 @@ _EXPORTS = {
     "SpotPatches": "_patches",
     "preprocess_patches": "_patches",
     "eight_symmetries": "_patches",
-    "ImageSource": "_images",
-    "resolve_images": "_images",
+    "ImageSource": "..io._image_sources",  # implemented with the image reading, public here
+    "resolve_images": "..io._image_sources",
     "PRESETS": "_presets",
 }
 
@@ -46,7 +47,8 @@ def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         msg = f"module 'sepal_tl.tl' has no attribute {name!r}"
         raise AttributeError(msg)
-    value = getattr(importlib.import_module(f"sepal_tl.tl.{_EXPORTS[name]}"), name)
+    module = _EXPORTS[name]
+    value = getattr(importlib.import_module(module if module.startswith(".") else f".{module}", __name__), name)
     globals()[name] = value
     return value
 

@@ -18,9 +18,9 @@ from sepal_tl._logging import logger
 from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._uns import record
 from sepal_tl._validation import check_finite
+from sepal_tl.io._image_sources import resolve_images
 from sepal_tl.tl._backbones import EncoderSpec, encode_arg, load_backbone
 from sepal_tl.tl._encoder import backbone_width
-from sepal_tl.tl._images import resolve_images
 from sepal_tl.tl._model import SepalModel
 from sepal_tl.tl._patches import PatchGeometry, SpotPatches, eight_symmetries, with_stain_target
 from sepal_tl.tl._training import device_of

@@ -29,10 +29,10 @@ from sepal_tl._sdata import spatialdata_aware
 from sepal_tl._settings import settings
 from sepal_tl._uns import record
 from sepal_tl._validation import check_choice, resolve_libraries
+from sepal_tl.io._image_sources import resolve_images
 from sepal_tl.tl._backbones import EncoderSpec, decode_arg, encode_arg, load_backbone
 from sepal_tl.tl._embed import compute_embeddings, recorded_encoder
 from sepal_tl.tl._encoder import EMBEDDING_NORMS, LocalEncoder, column_stats
-from sepal_tl.tl._images import resolve_images
 from sepal_tl.tl._inputs import bin_size_um, dense_layer, split_indices
 from sepal_tl.tl._model import SepalModel
 from sepal_tl.tl._patches import PatchGeometry, SpotPatches, with_stain_target

@@ -42,7 +42,7 @@ from sepal_tl._logging import logger
 from sepal_tl._settings import settings
 from sepal_tl._validation import check_positive, check_spatial, get_matrix
 from sepal_tl.io._common import library_ids
-from sepal_tl.tl._images import ImageSource, resolve_images, round_half_up
+from sepal_tl.io._image_sources import ImageSource, resolve_images, round_half_up
 from sepal_tl.tl._stain import STAIN_NORMS, hed_jitter, normalise_stains, stain_parameters, stain_target
 
 __all__ = [

@@ -1,5 +1,8 @@
 """Image sources: one H&E image per library, cropped window by window in full-resolution pixel coordinates.
 
+Public as :func:`sepal_tl.tl.resolve_images` and :class:`sepal_tl.tl.ImageSource` (patches are cut in ``tl``);
+the implementation lives here, with the rest of the image reading.
+
 :func:`resolve_images` finds, for every library (slide) of an AnnData, the image patches are cut from, and
 wraps it in an :class:`ImageSource`. A source knows its ``scale`` (image pixels per full-resolution pixel,
 ``tissue_hires_scalef`` for the hires image, 1 for the full-resolution file) and crops square windows given in
