@@ -6,16 +6,18 @@ import os
 import uuid
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from sepal_tl.tl._encoder import LocalEncoder, build_encoder
 from sepal_tl.tl._model_files import WEIGHTS, load_weights, read_model_folder, write_model_folder
 from sepal_tl.tl._model_schema import FORMAT_VERSION
 from sepal_tl.tl._patches import PatchGeometry
+
+if TYPE_CHECKING:
+    from sepal_tl.tl._gnn import SpatialHead  # imported on use: torch_geometric is slow to import
 
 
 def _versions() -> dict[str, str]:
@@ -73,7 +75,7 @@ class SepalModel:
         geometry: PatchGeometry,
         config: dict[str, Any],
         encoder: LocalEncoder,
-        spatial: nn.Module | None = None,
+        spatial: SpatialHead | None = None,
         history: dict[str, list[dict[str, float]]] | None = None,
         uid: str | None = None,
     ):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -140,14 +140,14 @@ def check_spatial_options(
     if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 0):
         msg = f"patience={patience!r} must be None (no early stopping) or an integer >= 0."
         raise ValueError(msg)
-    for name, value in (("lr", lr), ("weight_decay", weight_decay)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value) or value < 0:
-            msg = f"{name}={value!r} must be a finite number >= 0."
+    for name, rate in (("lr", lr), ("weight_decay", weight_decay)):
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not np.isfinite(rate) or rate < 0:
+            msg = f"{name}={rate!r} must be a finite number >= 0."
             raise ValueError(msg)
     if lr == 0:
         msg = "lr=0 would never change the weights; pass a positive learning rate."
         raise ValueError(msg)
-    architecture = {
+    architecture: dict[str, Any] = {
         "operator": operator,
         "hidden": list(hidden),
         "pre": list(pre),
@@ -326,7 +326,7 @@ def fit_spatial(
         patience=patience,
         trainer_kwargs=trainer_kwargs,
     )
-    model.spatial = task.net
+    model.spatial = cast(SpatialHead, task.net)  # the head trained above, with its best weights
     training = {
         "n_hops": n_hops,
         "embedding_key": embedding_key or model.embedding_key,

@@ -23,8 +23,8 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sized
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
@@ -33,8 +33,11 @@ from sepal_tl._compat import import_lightning
 from sepal_tl._logging import logger
 from sepal_tl._settings import settings
 
-L = import_lightning()  # first: it makes torchvision (needed by torchmetrics) importable
-from torchmetrics import MeanMetric  # noqa: E402
+if TYPE_CHECKING:
+    import lightning as L
+else:
+    L = import_lightning()  # first: it makes torchvision (needed by torchmetrics) importable
+from torchmetrics import MeanMetric
 
 #: Metrics logged by :class:`RegressionTask` (and recorded by :class:`History`).
 METRICS = ("train_mse", "val_mse")
@@ -94,7 +97,7 @@ class RegressionTask(L.LightningModule):
     def __init__(
         self,
         net: torch.nn.Module,
-        loss: Callable[[torch.nn.Module, Any], torch.Tensor],
+        loss: Callable[[Any, Any], torch.Tensor],  # called as loss(net, batch)
         *,
         lr: float,
         weight_decay: float,
@@ -135,7 +138,7 @@ class RegressionTask(L.LightningModule):
 
 
 def regression_task(
-    net: torch.nn.Module, loss: Callable[[torch.nn.Module, Any], torch.Tensor], *, lr: float, weight_decay: float
+    net: torch.nn.Module, loss: Callable[[Any, Any], torch.Tensor], *, lr: float, weight_decay: float
 ) -> RegressionTask:
     """A :class:`RegressionTask` training ``net`` with Adam on ``loss(net, batch)``."""
     return RegressionTask(net, loss, lr=lr, weight_decay=weight_decay)
@@ -194,7 +197,8 @@ class History(L.Callback):
     """Append every epoch's ``train_mse``, ``val_mse`` and training wall time to ``pl_module.history``."""
 
     def __init__(self) -> None:
-        self._start, self._val_start = 0.0, None
+        self._start: float = 0.0
+        self._val_start: float | None = None
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._start, self._val_start = time.perf_counter(), None
@@ -262,13 +266,14 @@ class ShardedLoaders(L.LightningDataModule):
         self.train, self.val = train, val
 
     def _world(self) -> tuple[int, int]:
+        assert self.trainer is not None  # Lightning attaches its trainer before it asks for the loaders
         return self.trainer.global_rank, self.trainer.world_size
 
     def train_dataloader(self) -> DataLoader:
         rank, world = self._world()
         if world == 1:
             return self.train
-        sampler = DistributedSampler(
+        sampler: Sampler[int] = DistributedSampler(
             self.train.dataset,
             num_replicas=world,
             rank=rank,
@@ -283,7 +288,7 @@ class ShardedLoaders(L.LightningDataModule):
         rank, world = self._world()
         if world == 1:
             return self.val
-        n = len(self.val.dataset)
+        n = len(cast(Sized, self.val.dataset))  # our datasets have a length
         if n < world:
             msg = (
                 f"{n} validation spots cannot be shared by {world} processes without repeating spots; use fewer "
