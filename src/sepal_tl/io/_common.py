@@ -33,25 +33,39 @@ def require_file(path: str | os.PathLike, what: str, hint: str = "") -> Path:
     return path
 
 
+#: what the table parsers raise on a truncated or malformed file
+_PARSE_ERRORS = (
+    OSError,
+    EOFError,
+    zlib.error,
+    UnicodeDecodeError,
+    csv.Error,
+    pd.errors.ParserError,
+    pd.errors.EmptyDataError,
+)
+
+
 @contextmanager
-def reading(path: str | os.PathLike, what: str) -> Iterator[None]:
-    """Turn a parser's error on a truncated or malformed file into a ``ValueError`` naming the file."""
+def reading(
+    path: str | os.PathLike,
+    what: str,
+    *,
+    errors: tuple[type[Exception], ...] = _PARSE_ERRORS,
+    problem: str = "not in the expected format",
+    hint: str = "Download or export it again.",
+) -> Iterator[None]:
+    """Turn a parser's or decoder's error (``errors``) on a damaged file into a ``ValueError`` naming the file.
+
+    A missing file or a permission error is raised as it is.
+    """
     try:
         yield
-    except (
-        OSError,
-        EOFError,
-        zlib.error,
-        UnicodeDecodeError,
-        csv.Error,
-        pd.errors.ParserError,
-        pd.errors.EmptyDataError,
-    ) as err:
+    except errors as err:
         if isinstance(err, FileNotFoundError | PermissionError):
             raise
         msg = (
             f"Cannot read the {what} {str(path)!r} ({type(err).__name__}: {err}): the file is truncated, damaged or "
-            "not in the expected format. Download or export it again."
+            f"{problem}. {hint}"
         )
         raise ValueError(msg) from err
 

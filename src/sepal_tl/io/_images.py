@@ -15,7 +15,7 @@ import struct
 import threading
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import tifffile
 from PIL import Image
 
 from sepal_tl._logging import logger
-from sepal_tl.io._common import require_file
+from sepal_tl.io._common import reading, require_file
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 #: bytes at the end of a JPEG searched for its end-of-image marker
@@ -189,28 +189,24 @@ def _pil_to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
-@contextmanager
-def _decoding(path: Path) -> Iterator[None]:
+#: what Pillow and tifffile raise on a damaged or non-image file
+_DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    IndexError,
+    struct.error,
+    zlib.error,
+    tifffile.TiffFileError,
+)
+
+
+def _decoding(path: Path) -> AbstractContextManager[None]:
     """Turn a decoder's error on a damaged or non-image file into a ``ValueError`` that names the file."""
-    try:
-        yield
-    except (
-        OSError,
-        ValueError,
-        SyntaxError,
-        EOFError,
-        IndexError,
-        struct.error,
-        zlib.error,
-        tifffile.TiffFileError,
-    ) as err:
-        if isinstance(err, FileNotFoundError | PermissionError):
-            raise
-        msg = (
-            f"Cannot read the image {str(path)!r} ({type(err).__name__}: {err}): the file is truncated, damaged or "
-            "not an image. Pass a complete JPEG, PNG or TIFF file."
-        )
-        raise ValueError(msg) from err
+    return reading(
+        path, "image", errors=_DECODE_ERRORS, problem="not an image", hint="Pass a complete JPEG, PNG or TIFF file."
+    )
 
 
 def _open_pil(path: Path) -> Image.Image:
