@@ -13,7 +13,7 @@ from sepal_tl._logging import logger
 from sepal_tl._validation import check_positive
 
 from ._common import check_library_id, counts_matrix, finish, reading, require_file, spatial_entry
-from ._images import check_within_image, downscale, image_size, read_image_downscaled, scaled_size
+from ._images import check_within_image, hires_lowres, image_size, read_image_downscaled
 
 HIRES_MAX_SIDE = 2000
 LOWRES_MAX_SIDE = 600
@@ -226,9 +226,9 @@ def read_st(
     if image is not None:
         size = image_size(image)
         check_within_image(pixel_xy, size, what=f"the image {image}")
-        images["hires"], scalefactors["tissue_hires_scalef"] = read_image_downscaled(image, max_side=HIRES_MAX_SIDE)
-        lowres_size, scalefactors["tissue_lowres_scalef"] = scaled_size(size, LOWRES_MAX_SIDE)
-        images["lowres"] = downscale(images["hires"], lowres_size)
+        hires, hires_scale = read_image_downscaled(image, max_side=HIRES_MAX_SIDE)
+        images, scales = hires_lowres(hires, size, hires_scale, lowres_side=LOWRES_MAX_SIDE)
+        scalefactors.update(scales)
         metadata["source_image_path"] = str(image)
 
     finish(
