@@ -170,6 +170,7 @@ def _load(image) -> tuple[np.ndarray | None, Path | None, tuple[int, int]]:
 
 
 def _check_fractions(tissue_threshold: float, min_tissue_fraction: float) -> None:
+    """Raise unless both are numbers, the threshold in (0, 1) and the fraction in (0, 1]."""
     for name, value in (("tissue_threshold", tissue_threshold), ("min_tissue_fraction", min_tissue_fraction)):
         if isinstance(value, bool) or not isinstance(value, int | float | np.number):
             msg = f"{name} must be a number, got {type(value).__name__} ({value!r})."
