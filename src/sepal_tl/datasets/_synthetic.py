@@ -268,9 +268,9 @@ def _make_slide(rng: np.random.Generator, *, n_spots: int, pitch: float, spot_di
 def _genes(n_genes: int, gene_names: str, rng: np.random.Generator) -> pd.DataFrame:
     """Gene annotation: real human genes from the packaged GENCODE table, or generic names."""
     if gene_names == "generic":
-        names = [f"GENE{i:04d}" for i in range(1, n_genes + 1)]
+        generic = [f"GENE{i:04d}" for i in range(1, n_genes + 1)]
         length = np.rint(np.exp(rng.normal(np.log(2500), 0.7, n_genes))).astype(np.int64) + 200
-        return pd.DataFrame({"gene_ids": names, "gene_symbols": names, "gene_length": length}, index=names)
+        return pd.DataFrame({"gene_ids": generic, "gene_symbols": generic, "gene_length": length}, index=generic)
     table = load_gene_length_table()
     names = table["gene_name"].astype(str)
     chromosomes = [f"chr{i}" for i in range(1, 23)] + ["chrX"]
@@ -300,8 +300,8 @@ def _neighbour_mean(coords: np.ndarray, slide: np.ndarray, radius: float) -> spa
         pairs = cKDTree(coords[idx]).query_pairs(radius, output_type="ndarray")
         rows += [idx[pairs[:, 0]], idx[pairs[:, 1]]]
         cols += [idx[pairs[:, 1]], idx[pairs[:, 0]]]
-    rows, cols = np.concatenate(rows), np.concatenate(cols)
-    adj = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(coords), len(coords)))
+    row, col = np.concatenate(rows), np.concatenate(cols)
+    adj = sparse.csr_matrix((np.ones(len(row)), (row, col)), shape=(len(coords), len(coords)))
     return sparse.diags(1 / np.asarray(adj.sum(axis=1)).ravel()) @ adj
 
 

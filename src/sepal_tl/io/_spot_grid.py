@@ -195,6 +195,7 @@ def _mask_copy(
     mask_side = min(longest, max(HIRES_MAX_SIDE, int(np.ceil(longest * _MIN_SPOT_MASK_PX / diameter))), _MAX_MASK_SIDE)
     if path is not None:
         return read_image_downscaled(path, max_side=mask_side)
+    assert array is not None  # spot_grid reads a path or takes an array
     target, mask_scale = scaled_size(size, mask_side)
     return downscale(array, target), mask_scale
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -332,8 +332,8 @@ def _geometry(
     return PatchGeometry(
         patch_scale=patch_scale,
         patch_size=patch_size or (spec.input_size if spec else 224),
-        mean=tuple(mean or (spec.mean if spec else PatchGeometry().mean)),
-        std=tuple(std or (spec.std if spec else PatchGeometry().std)),
+        mean=mean or (spec.mean if spec else PatchGeometry().mean),  # PatchGeometry stores a tuple of floats
+        std=std or (spec.std if spec else PatchGeometry().std),
         stain_norm=stain_norm,
     )
 
@@ -549,11 +549,14 @@ def fit_encoder(
         geometry = with_stain_target(adata, sources, geometry, library_key=lib_key, indices=splits["train"])
     encoder = _head_on(loaded, adata.n_vars, raw, embedding_key)
 
+    training: dict[str, Any]  # the options of the fine-tuning run, recorded in the model's config
     training = {"loss": loss, "stain_jitter": stain_jitter, "epochs": epochs, "batch_size": batch_size, "lr": lr}
     training |= {"weight_decay": weight_decay, "patience": patience}
-    loading = {"device": device, "num_workers": num_workers, "library_key": lib_key}
+    loading: dict[str, Any] = {"device": device, "num_workers": num_workers, "library_key": lib_key}
+    history: list[dict[str, float]]
     if freeze:
         if raw is None:
+            assert loaded.module is not None and sources is not None  # no embedding_key: a backbone and images
             raw = compute_embeddings(adata, loaded.module, geometry, sources=sources, batch_size=batch_size, **loading)
         fitted, history = _ridge_head(encoder, raw, targets, observed, splits, libraries, norm), []
     else:
@@ -646,4 +649,4 @@ def _fine_tune(
         patience=patience,
         trainer_kwargs=trainer_kwargs,
     )
-    return task.net, {"best_mse": best}, history
+    return cast(LocalEncoder, task.net), {"best_mse": best}, history
