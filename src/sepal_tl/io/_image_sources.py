@@ -39,7 +39,7 @@ import mmap
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import tifffile
@@ -122,13 +122,15 @@ class ImageSource:
         self.library_id = str(library_id)
         self.origin = origin
         self._array = None if array is None else _rgb(array)
-        self._shape = None if array is None else tuple(int(s) for s in self._array.shape[:2])
+        self._shape: tuple[int, ...] | None = None if self._array is None else tuple(self._array.shape[:2])
         self._mapped: tuple | None = None  # where a pickled memory map's pixels are, to map them again
 
     @property
     def shape(self) -> tuple[int, int]:
         """``(height, width)`` of the image in its own pixels."""
-        return self._shape
+        assert self._shape is not None  # set from the array, or by the subclass from the file
+        height, width = self._shape
+        return int(height), int(width)
 
     @property
     def in_memory(self) -> bool:
@@ -211,6 +213,7 @@ class ImageSource:
     def _read(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
         """Return rows ``r0:r1`` and columns ``c0:c1`` (inside the image) as ``(h, w, 3)`` ``uint8``."""
         self.load()
+        assert self._array is not None  # load() maps or holds the pixels
         return self._array[r0:r1, c0:c1]
 
     def __getstate__(self) -> dict:
@@ -235,7 +238,7 @@ def _rgb(array) -> np.ndarray:
 
 def _memmap_location(array: np.memmap) -> tuple[str, int, tuple[int, ...], tuple[int, ...]]:
     """``(file, byte offset, shape, strides)`` of a ``uint8`` memory map (or a view of one) in its file."""
-    mapping = np.frombuffer(array._mmap, dtype=np.uint8)  # the whole mapping, which starts at a page boundary
+    mapping = np.frombuffer(array._mmap, dtype=np.uint8)  # type: ignore[attr-defined]  # numpy's own mapping  # the whole mapping, which starts at a page boundary
     mapped_from = array.offset - array.offset % mmap.ALLOCATIONGRANULARITY
     start = array.__array_interface__["data"][0] - mapping.__array_interface__["data"][0] + mapped_from
     return str(array.filename), int(start), tuple(array.shape), tuple(array.strides)
@@ -244,7 +247,8 @@ def _memmap_location(array: np.memmap) -> tuple[str, int, tuple[int, ...], tuple
 def _map_again(filename: str, start: int, shape: tuple[int, ...], strides: tuple[int, ...]) -> np.memmap:
     """Map the pixels located by :func:`_memmap_location` (in a DataLoader worker or ``ddp_spawn`` process)."""
     whole = np.memmap(filename, dtype=np.uint8, mode="r")
-    return np.lib.stride_tricks.as_strided(whole[start:], shape=shape, strides=strides, subok=True, writeable=False)
+    view = np.lib.stride_tricks.as_strided(whole[start:], shape=shape, strides=strides, subok=True, writeable=False)
+    return cast(np.memmap, view)  # subok=True keeps the memmap class
 
 
 def _cache_file(cache_dir: Path, key: str, stem: str) -> Path:
@@ -319,7 +323,7 @@ class _FileSource(ImageSource):
         if self._tiff is not None:
             self._tiff.close()
         self._tiff = tifffile.TiffFile(self.path)
-        self._zarr = zarr.open(self._tiff.series[0].aszarr(level=0), mode="r")
+        self._zarr = zarr.open_array(self._tiff.series[0].aszarr(level=0), mode="r")
         self._axes = axes
         self._pid = os.getpid()  # file handles must not be shared with forked DataLoader workers
         self._mode = "lazy"
@@ -327,7 +331,7 @@ class _FileSource(ImageSource):
 
     def _set_array(self, array, how: str) -> None:
         # memory maps stay as they are (converting would load them); crops are converted in ``_read``
-        if tuple(array.shape[:2]) != tuple(self._shape):
+        if tuple(array.shape[:2]) != self.shape:
             msg = f"{self.path}: decoded image has shape {array.shape[:2]}, the header said {self._shape}."
             raise ValueError(msg)
         self._array = array
@@ -341,6 +345,7 @@ class _FileSource(ImageSource):
     def _read(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
         self.load()
         if self._mode == "array":
+            assert self._array is not None
             return to_rgb_uint8(self._array[r0:r1, c0:c1])
         index = tuple(
             slice(r0, r1) if ax == "Y" else slice(c0, c1) if ax == "X" else slice(None) if ax in "SC" else 0
@@ -395,6 +400,7 @@ class _DaskSource(ImageSource):
         self.load()
         if self._lazy:
             return to_rgb_uint8(np.asarray(self._data[:, r0:r1, c0:c1].transpose(1, 2, 0)))
+        assert self._array is not None
         return self._array[r0:r1, c0:c1]
 
 
