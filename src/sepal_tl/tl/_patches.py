@@ -510,7 +510,7 @@ class SpotPatches(Dataset):
             self._row0[mine], self._col0[mine] = _window_origins(coords[mine], side, source)
             source.load()  # decode / open now, before DataLoader workers fork (they then share the pixels)
         self.stain_sources = self._estimate_stains(adata, library_key, spatial_key)
-        if self.stain_sources is not None and self.geometry.stain_target is None:
+        if self.stain_sources is not None and self.geometry.stain_norm and self.geometry.stain_target is None:
             target = stain_target(self.geometry.stain_norm, list(self.stain_sources))
             self.geometry = dataclasses.replace(self.geometry, stain_target=tuple(target))
         self.targets = _targets(adata, targets, self.indices)
@@ -559,13 +559,15 @@ class SpotPatches(Dataset):
     def _normalise_stains(self, out: np.ndarray, codes: np.ndarray, present: np.ndarray) -> None:
         """Map the rows of ``out`` (RGB on [0, 255]) of each library onto the geometry's stain target, in place."""
         target = np.asarray(self.geometry.stain_target, dtype=np.float64)
+        norm, sources = self.geometry.stain_norm, self.stain_sources
+        assert norm is not None and sources is not None  # called only when stain normalisation is on
         for code in present:
             if len(present) == 1:
-                normalise_stains(out, self.geometry.stain_norm, self.stain_sources[code], target)
+                normalise_stains(out, norm, sources[code], target)
                 continue
             rows = np.flatnonzero(codes == code)
             block = out[rows]
-            normalise_stains(block, self.geometry.stain_norm, self.stain_sources[code], target)
+            normalise_stains(block, norm, sources[code], target)
             out[rows] = block
 
     def _positions(self, items) -> np.ndarray:
@@ -589,6 +591,7 @@ class SpotPatches(Dataset):
         if self._worker_seed != info.seed:
             self._worker_seed = info.seed
             self._worker_generator = torch.Generator().manual_seed(_mix_seed(self.random_state, info.seed))
+        assert self._worker_generator is not None  # made above for this worker's seed
         return self._worker_generator
 
     def extract_batch(
@@ -630,15 +633,15 @@ class SpotPatches(Dataset):
         if self.train:
             hed_jitter(out, self.stain_jitter, self._rng())
         _normalise(out, self.geometry)
-        out = torch.from_numpy(out)
+        patches = torch.from_numpy(out)
         if self.targets is None:
-            return out
-        return out, self.targets[torch.from_numpy(items)]
+            return patches
+        return patches, self.targets[torch.from_numpy(items)]
 
     def __getitems__(self, items: Sequence[int]) -> list:
         """Batched access used by :class:`~torch.utils.data.DataLoader`: one sample per item, as ``__getitem__``."""
         batch = self.extract_batch(items)
-        if self.targets is None:
+        if isinstance(batch, torch.Tensor):  # no targets
             return list(batch.unbind(0))
         patches, targets = batch
         return list(zip(patches.unbind(0), targets.unbind(0), strict=True))
