@@ -71,6 +71,7 @@ def test_bad_model_and_preprocess_options_fail_before_any_work(tmp_path, capsys)
     assert main(["run", str(tmp_path / "missing.toml")]) == 2
 
 
+@pytest.mark.slow
 def test_run_and_predict_end_to_end(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["run", str(_write(tmp_path, TINY_RUN.format(out=out)))]) == 0

@@ -121,6 +121,7 @@ def _assert_same_fit(result: dict, reference: dict) -> None:
     np.testing.assert_allclose(result["pred"], reference["pred"], atol=TOLERANCE)
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_match_one(single, tmp_path):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     _run([*torchrun, __file__, "ddp", str(tmp_path / "ddp")], tmp_path)
@@ -132,6 +133,7 @@ def test_ddp_two_processes_match_one(single, tmp_path):
         _assert_same_fit(result, single)
 
 
+@pytest.mark.slow
 def test_ddp_spawn_returns_best_weights_and_history(single, tmp_path):
     _run([sys.executable, __file__, "spawn", str(tmp_path / "spawn")], tmp_path)
     (result,) = _results(tmp_path, "spawn")  # the main process: weights and history came back from rank 0

@@ -67,6 +67,7 @@ def test_stored_tutorial_is_executed_in_order_without_errors(path):
     assert not _errors(nb)
 
 
+@pytest.mark.slow
 def test_quickstart_runs_top_to_bottom(tmp_path, monkeypatch):
     """Execute the quick start in a fresh kernel, in a temporary copy (the stored outputs are not touched)."""
     work = tmp_path / QUICKSTART.name
