@@ -405,3 +405,17 @@ def test_num_classes_in_model_kwargs_is_overridden_and_rebuilds():
     assert "num_classes" not in spec.model_args
     rebuilt = EncoderSpec.from_dict(json.loads(json.dumps(spec.to_dict()))).build().eval()
     assert rebuilt(torch.zeros(1, 3, 32, 32)).shape == (1, 512)
+
+
+def test_an_unnamed_backbone_needs_a_folder_and_ridge_needs_finite_values(tmp_path):
+    with pytest.raises(ValueError, match="backbone=None needs a hub-style folder"):
+        load_backbone(None, pretrained=False)
+    weights = tmp_path / "weights.safetensors"
+    weights.write_bytes(b"")
+    with pytest.raises(ValueError, match="backbone=None needs a hub-style folder"):
+        load_backbone(None, pretrained=weights)  # a weights file does not name its architecture
+    x = np.random.default_rng(0).normal(size=(20, 3))
+    y = x @ np.ones((3, 2))
+    y[0, 0] = np.nan
+    with pytest.raises(ValueError, match="finite values only"):
+        fit_ridge(x, y)
