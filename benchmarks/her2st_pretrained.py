@@ -59,6 +59,7 @@ from her2st import (
 )
 
 import sepal_tl as sepal
+from sepal_tl.tl._stain import STAIN_NORMS
 
 ENCODERS = {
     "DenseNet-121": ("densenet121", "densenet121.keras_in1k.safetensors"),
@@ -151,6 +152,57 @@ def stain_check(adata, images, weights: Path, finetune: dict, seed: int) -> dict
     return out
 
 
+def stain_norm_check(adata, keys: dict, spatial: dict, seeds: list[int]) -> dict:
+    """Validation-section metrics of the frozen Δ head and frozen SEPAL on embeddings with each stain normalisation."""
+    truth = np.asarray(adata.layers["denoised"], dtype=np.float32)
+    observed = np.asarray(adata.layers["observed"], dtype=bool)
+    val = np.flatnonzero(adata.obs["split"].to_numpy() == "val")
+    out = {}
+    for norm, key in keys.items():
+        local = sepal.tl.fit_encoder(adata, embedding_key=key, key_added="sn")
+        out[f"Δ head, stain_norm={norm}"] = score(truth[val], adata.layers["sn_local"][val], observed[val])
+        runs = []
+        for seed in seeds:
+            sepal.tl.fit_spatial(adata, local, key_added="sn", device="cpu", random_state=seed, **spatial)
+            runs.append(score(truth[val], adata.layers["sn"][val], observed[val]))
+        out[f"SEPAL, stain_norm={norm}"] = {m: float(np.mean([r[m] for r in runs])) for m in runs[0]}
+    return out
+
+
+def print_validation(fold: int, result: dict) -> None:
+    for name, metrics in result.items():
+        print(f"   fold {fold} val {name}: " + " ".join(f"{m} {metrics[m]:+.3f}" for m in METRICS), flush=True)
+
+
+def frozen_embeddings(raw, images, name: str, weights: Path, cache: str | None, record: dict, stain_norm=None) -> str:
+    """Embed every spot with one encoder of ``ENCODERS`` (or load the cached file); returns the ``obsm`` key."""
+    arch, file = ENCODERS[name]
+    key = f"X_{arch}" + (f"_{stain_norm}" if stain_norm else "")
+    t = time.perf_counter()
+    cached = Path(cache) / f"{key[2:]}_{raw.n_obs}.npz" if cache else None
+    if cached is not None and cached.exists():  # embeddings use no expression: one file serves every run
+        stored = np.load(cached, allow_pickle=False)
+        assert list(stored["obs_names"]) == list(raw.obs_names)
+        raw.obsm[key] = stored["embeddings"]
+    else:
+        sepal.tl.embed(
+            raw,
+            arch,
+            pretrained=weights / file,
+            image=images,
+            key_added=key,
+            batch_size=32,
+            device="cpu",
+            stain_norm=stain_norm,
+        )
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(cached, embeddings=raw.obsm[key], obs_names=np.asarray(raw.obs_names, dtype=str))
+    record.setdefault("embed_seconds", {})[key] = time.perf_counter() - t
+    print(f"embedded {raw.n_obs} spots into {key}: {record['embed_seconds'][key]:.0f} s", flush=True)
+    return key
+
+
 def run_fold(
     adata, images, idx, seeds, finetune_seeds, weights, keys, spatial, finetune, do_explore
 ) -> tuple[dict, dict, dict]:
@@ -231,6 +283,11 @@ def main() -> None:
     parser.add_argument(
         "--stain-check", action="store_true", help="only: validation metrics of fine-tuning with/without stain jitter"
     )
+    parser.add_argument(
+        "--stain-norm-check",
+        action="store_true",
+        help="only: validation metrics of frozen MobileNetV2 rows without / with Macenko and Reinhard normalisation",
+    )
     parser.add_argument("--data", default="/work/shared/data/her2st")
     parser.add_argument("--weights", default="/work/shared/weights")
     parser.add_argument("--threads", type=int, default=2)
@@ -265,6 +322,8 @@ def main() -> None:
         + (" --quick" if args.quick else "")
         + f" --seeds {' '.join(map(str, seeds))} --finetune-seeds {' '.join(map(str, finetune_seeds))}"
         + (" --explore" if args.explore else "")
+        + (" --stain-check" if args.stain_check else "")
+        + (" --stain-norm-check" if args.stain_norm_check else "")
         + f" --threads {args.threads}",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": {
@@ -283,30 +342,13 @@ def main() -> None:
     raw = sepal.datasets.her2st([*C_SECTIONS, EXTRA], path=args.data)
     with tempfile.TemporaryDirectory(prefix="her2st_images_") as cache:
         images = sepal.tl.resolve_images(raw, cache_dir=cache)
-        keys = {}
-        for name, (arch, file) in ENCODERS.items():
-            t = time.perf_counter()
-            keys[name] = f"X_{arch}"
-            cached = Path(args.embedding_cache) / f"{arch}_{raw.n_obs}.npz" if args.embedding_cache else None
-            if cached is not None and cached.exists():  # embeddings use no expression: one file serves every run
-                stored = np.load(cached, allow_pickle=False)
-                assert list(stored["obs_names"]) == list(raw.obs_names)
-                raw.obsm[keys[name]] = stored["embeddings"]
-            else:
-                sepal.tl.embed(
-                    raw,
-                    arch,
-                    pretrained=weights / file,
-                    image=images,
-                    key_added=keys[name],
-                    batch_size=32,
-                    device="cpu",
+        keys = {name: frozen_embeddings(raw, images, name, weights, args.embedding_cache, record) for name in ENCODERS}
+        if args.stain_norm_check:
+            norm_keys = {None: keys["MobileNetV2"]}
+            for norm in STAIN_NORMS:
+                norm_keys[norm] = frozen_embeddings(
+                    raw, images, "MobileNetV2", weights, args.embedding_cache, record, stain_norm=norm
                 )
-                if cached is not None:
-                    cached.parent.mkdir(parents=True, exist_ok=True)
-                    np.savez(cached, embeddings=raw.obsm[keys[name]], obs_names=np.asarray(raw.obs_names, dtype=str))
-            record.setdefault("embed_seconds", {})[name] = time.perf_counter() - t
-            print(f"embedded {raw.n_obs} spots with {name}: {record['embed_seconds'][name]:.0f} s", flush=True)
         for fold in folds:
             split = fold_sections(fold)
             adata = raw.copy()
@@ -320,13 +362,16 @@ def main() -> None:
                 "B4": np.flatnonzero(lib == EXTRA),
             }
             t0 = time.perf_counter()
+            if args.stain_norm_check:
+                result = stain_norm_check(adata, norm_keys, spatial, seeds)
+                record["folds"][str(fold)] = {**split, "stain_norm_check": result}
+                print_validation(fold, result)
+                out.write_text(json.dumps(record, indent=1, ensure_ascii=False, default=float))
+                continue
             if args.stain_check:
                 result = stain_check(adata, images, weights, finetune, seeds[0])
                 record["folds"][str(fold)] = {**split, "stain_check": result}
-                for name, metrics in result.items():
-                    print(
-                        f"   fold {fold} val {name}: " + " ".join(f"{m} {metrics[m]:+.3f}" for m in METRICS), flush=True
-                    )
+                print_validation(fold, result)
                 out.write_text(json.dumps(record, indent=1, ensure_ascii=False, default=float))
                 continue
             preds, seconds, extra = run_fold(
