@@ -10,7 +10,7 @@ import pytest
 
 import sepal_tl as sepal
 from sepal_tl._cli._main import _parser
-from sepal_tl._docs import FRAGMENTS, PARAMS, PITCH_DEFAULT, inject_docs
+from sepal_tl._docs import FRAGMENTS, PARAM_GROUPS, PARAMS, PITCH_DEFAULT, inject_docs
 
 
 def _public_objects() -> dict[str, object]:
@@ -140,6 +140,48 @@ def test_inject_docs_fills_wraps_and_refuses_unknown_names():
 
     with pytest.raises(KeyError, match=r"%\(libary_key\)s of typo"):
         inject_docs(typo)
+
+
+@pytest.mark.parametrize("group", sorted(PARAM_GROUPS))
+def test_a_group_line_renders_as_its_entries_written_out(group):
+    def grouped():
+        """Plot.
+
+        Parameters
+        ----------
+        x
+            An x.
+        %(GROUP)s
+
+        Returns
+        -------
+        Nothing.
+        """
+
+    def written_out():
+        """Plot.
+
+        Parameters
+        ----------
+        x
+            An x.
+        ENTRIES
+
+        Returns
+        -------
+        Nothing.
+        """
+
+    entries = "\n        ".join(f"{name}\n            %({name})s" for name in PARAM_GROUPS[group])
+    grouped.__doc__ = grouped.__doc__.replace("GROUP", group)
+    written_out.__doc__ = written_out.__doc__.replace("ENTRIES", entries)
+    inject_docs(grouped)
+    inject_docs(written_out)
+    assert grouped.__doc__.replace("grouped", "written_out") == written_out.__doc__
+    params = _parameters(grouped.__doc__)
+    assert list(params) == ["x", *PARAM_GROUPS[group]]
+    for name in PARAM_GROUPS[group]:
+        assert params[name] == " ".join(PARAMS[name].replace("<func>", "grouped").split())
 
 
 def test_pitch_default_is_the_same_in_the_cli_help_the_docstring_and_the_code():

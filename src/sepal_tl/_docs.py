@@ -3,6 +3,8 @@
 A docstring of a function decorated with :func:`inject_docs` writes ``%(name)s`` where a shared text belongs,
 usually as the whole description of a parameter of that name, optionally followed by what is particular to the
 function; ``evaluate`` documents ``library_key`` as ``%(library_key)s %(one_slide_rule)s Also used by ``per_slide``.``
+A line holding only a group's placeholder (:data:`PARAM_GROUPS`), such as ``%(show_save_return_fig)s``, stands for the
+entries (name and description) of parameters that always come together.
 
 ``tests/test_docs_shared.py`` fails when a public function documents one of these parameters with other words.
 """
@@ -45,6 +47,22 @@ PARAMS: dict[str, str] = {
         "given (PNG when it has no extension)."
     ),
     "return_fig": "Return the Figure instead of the Axes.",
+    "img": "Draw the H&E image under the spots.",
+    "img_alpha": "Opacity of the image.",
+    "cmap": "Colour map of the expression.",
+    "spot_scale": "Factor on the drawn spot diameter.",
+    "panel_width": "Width of one panel in inches (the height follows the slide's aspect).",
+    "panel_size": "Width and height of one panel in inches.",
+    "model_kwargs": (
+        'Extra arguments of :func:`timm.create_model` (UNI: ``{"init_values": 1e-5, "dynamic_img_size": True}``).'
+    ),
+}
+
+#: ``{placeholder: parameter names}``: a docstring line holding only ``%(placeholder)s`` becomes the entries of these
+#: parameters, in this order, each with its text from :data:`PARAMS` (as if written out one by one).
+PARAM_GROUPS: dict[str, tuple[str, ...]] = {
+    "show_save_return_fig": ("show", "save", "return_fig"),
+    "copy_table_key": ("copy", "table_key"),
 }
 
 #: Shared sentences that are not a parameter's whole description.
@@ -99,6 +117,13 @@ def inject_docs(func: F) -> F:
     lines, out = doc.split("\n"), []
     i = 0
     while i < len(lines):
+        whole = _TOKEN.fullmatch(lines[i].strip())
+        if whole and whole.group(1) in PARAM_GROUPS:
+            indent = _indent(lines[i])
+            for name in PARAM_GROUPS[whole.group(1)]:
+                out += [indent + name, _fill([f"{indent}    %({name})s"], func.__name__)]
+            i += 1
+            continue
         if not _TOKEN.search(lines[i]):
             out.append(lines[i])
             i += 1

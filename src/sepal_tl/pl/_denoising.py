@@ -75,27 +75,22 @@ def denoising(
     spatial_key
         %(spatial_key)s
     img
-        Draw the H&E image under the spots.
+        %(img)s
     img_key
         Image of ``uns["spatial"][library_id]["images"]`` to draw.
     img_alpha
-        Opacity of the image.
+        %(img_alpha)s
     cmap
-        Colour map of the expression.
+        %(cmap)s
     vmin, vmax
         Fix the colour scale (default: the range over both panels).
     spot_scale
-        Factor on the drawn spot diameter.
+        %(spot_scale)s
     panel_width
-        Width of one panel in inches (the height follows the slide's aspect).
+        %(panel_width)s
     figsize
         %(figsize)s Overrides ``panel_width``.
-    show
-        %(show)s
-    save
-        %(save)s
-    return_fig
-        %(return_fig)s
+    %(show_save_return_fig)s
     table_key
         %(table_key)s
 

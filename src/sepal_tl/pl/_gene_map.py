@@ -113,38 +113,33 @@ def gene_map(
     spatial_key
         %(spatial_key)s
     img
-        Draw the H&E image under the spots.
+        %(img)s
     img_key
         Image of ``uns["spatial"][library_id]["images"]`` to draw (``"hires"`` or ``"lowres"``); it is placed with
         ``scalefactors[f"tissue_{img_key}_scalef"]``.
     img_alpha
-        Opacity of the image.
+        %(img_alpha)s
     mark_imputed
         Mark the spots whose value in ``layers[mask]`` is False (imputed by the median filter).
     mask
         Boolean layer, True where the raw count was observed (non-zero).
     cmap
-        Colour map of the expression.
+        %(cmap)s
     vmin, vmax
         Fix the colour scale of every gene (default: each gene's own range over its panels).
     ncols
         Gene blocks per figure row (default 1: one gene per row).
     spot_scale
-        Factor on the drawn spot diameter.
+        %(spot_scale)s
     pcc_key
         ``var`` column with the per-gene PCC to show; ``None`` finds one or computes it, ``False`` shows none.
     panel_width
-        Width of one panel in inches (the height follows the slide's aspect).
+        %(panel_width)s
     figsize
         %(figsize)s Overrides ``panel_width``.
     ax
         %(ax)s Only for a single panel (one gene, one layer).
-    show
-        %(show)s
-    save
-        %(save)s
-    return_fig
-        %(return_fig)s
+    %(show_save_return_fig)s
     table_key
         %(table_key)s
 

@@ -196,15 +196,10 @@ def metrics(
     annotate
         Write each value above its bar.
     panel_size
-        Width and height of one panel in inches.
+        %(panel_size)s
     figsize
         %(figsize)s Overrides ``panel_size``.
-    show
-        %(show)s
-    save
-        %(save)s
-    return_fig
-        %(return_fig)s
+    %(show_save_return_fig)s
 
     Returns
     -------

@@ -121,12 +121,7 @@ def moran(
         %(ax)s
     figsize
         %(figsize)s
-    show
-        %(show)s
-    save
-        %(save)s
-    return_fig
-        %(return_fig)s
+    %(show_save_return_fig)s
     table_key
         %(table_key)s
 

@@ -57,12 +57,7 @@ def pcc_histogram(
         %(ax)s
     figsize
         %(figsize)s
-    show
-        %(show)s
-    save
-        %(save)s
-    return_fig
-        %(return_fig)s
+    %(show_save_return_fig)s
     table_key
         %(table_key)s
 

@@ -65,15 +65,10 @@ def training_curves(
     ax
         %(ax)s One per stage shown (a single Axes for one stage).
     panel_size
-        Width and height of one panel in inches.
+        %(panel_size)s
     figsize
         %(figsize)s Overrides ``panel_size``.
-    show
-        %(show)s
-    save
-        %(save)s
-    return_fig
-        %(return_fig)s
+    %(show_save_return_fig)s
 
     Returns
     -------

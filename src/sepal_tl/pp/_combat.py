@@ -40,10 +40,7 @@ def combat(
         Layer to correct.
     key_added
         Output layer (dense float32).
-    copy
-        %(copy)s
-    table_key
-        %(table_key)s
+    %(copy_table_key)s
 
     Returns
     -------

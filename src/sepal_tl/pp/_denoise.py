@@ -294,10 +294,7 @@ def denoise(
     n_jobs
         Threads filtering slides in parallel; ``None`` uses :attr:`sepal_tl.settings.n_jobs`, ``-1`` all cores.
         The result does not depend on it.
-    copy
-        %(copy)s
-    table_key
-        %(table_key)s
+    %(copy_table_key)s
 
     Returns
     -------

@@ -195,10 +195,7 @@ def filter(
         Layer with raw counts; ``None`` uses ``adata.X``.
     library_key
         %(library_key)s %(one_slide_rule)s
-    copy
-        %(copy)s
-    table_key
-        %(table_key)s
+    %(copy_table_key)s
 
     Returns
     -------

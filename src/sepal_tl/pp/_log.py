@@ -31,10 +31,7 @@ def log2p(adata: AnnData, *, layer: str = TPM, key_added: str = LOG2TPM, copy: b
         Input layer (non-negative, typically TPM from :func:`sepal_tl.pp.tpm`).
     key_added
         Name of the output layer.
-    copy
-        %(copy)s
-    table_key
-        %(table_key)s
+    %(copy_table_key)s
 
     Returns
     -------

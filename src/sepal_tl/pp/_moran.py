@@ -139,10 +139,7 @@ def select_genes(
         ``obsp["spatial_connectivities"]``; pass that name to replace it.
     library_key
         %(library_key)s %(one_slide_rule)s
-    copy
-        %(copy)s
-    table_key
-        %(table_key)s
+    %(copy_table_key)s
 
     Returns
     -------

@@ -66,10 +66,7 @@ def tpm(
         Layer with raw counts; ``None`` uses ``adata.X``.
     key_added
         Name of the output layer.
-    copy
-        %(copy)s
-    table_key
-        %(table_key)s
+    %(copy_table_key)s
 
     Returns
     -------

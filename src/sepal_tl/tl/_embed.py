@@ -135,7 +135,7 @@ def embed(
         ``True`` (weights through timm and huggingface_hub's cache; ``HF_HUB_OFFLINE=1`` with a filled cache works
         offline), ``False`` (random weights) or a weights file (``.safetensors``, ``.bin``/``.pth``).
     model_kwargs
-        Extra arguments of :func:`timm.create_model` (UNI: ``{"init_values": 1e-5, "dynamic_img_size": True}``).
+        %(model_kwargs)s
     strict
         Refuse weights with missing or unexpected keys.
     image

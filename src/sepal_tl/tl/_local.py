@@ -442,7 +442,7 @@ def fit_encoder(
         ``True`` (through timm and huggingface_hub's cache), ``False``, a weights file (``.safetensors``,
         ``.bin``/``.pth`` read with ``weights_only=True``) or a local hub-style folder.
     model_kwargs
-        Extra arguments of :func:`timm.create_model` (UNI: ``{"init_values": 1e-5, "dynamic_img_size": True}``).
+        %(model_kwargs)s
     strict
         Refuse pretrained weights with missing or unexpected keys.
     freeze
