@@ -53,6 +53,7 @@ PARAMS: dict[str, str] = {
     "spot_scale": "Factor on the drawn spot diameter.",
     "panel_width": "Width of one panel in inches (the height follows the slide's aspect).",
     "panel_size": "Width and height of one panel in inches.",
+    "patch_scale": "Window side as a multiple of the spot diameter.",
     "model_kwargs": (
         'Extra arguments of :func:`timm.create_model` (UNI: ``{"init_values": 1e-5, "dynamic_img_size": True}``).'
     ),

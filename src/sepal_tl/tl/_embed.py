@@ -143,7 +143,7 @@ def embed(
     key_added
         ``obsm`` key (default from the encoder's name, e.g. ``"X_uni"``, ``"X_densenet121"``).
     patch_scale
-        Window side as a multiple of the spot diameter.
+        %(patch_scale)s
     patch_size, mean, std
         Input side and normalisation (default: the pretrained weights' own, from timm's ``pretrained_cfg`` or the
         hub/folder ``config.json``).

@@ -464,7 +464,7 @@ def fit_encoder(
     mask
         Boolean layer of observed entries (for ``loss="masked_mse"``).
     patch_scale
-        Window side as a multiple of the spot diameter.
+        %(patch_scale)s
     patch_size, mean, std
         Input side and per-channel normalisation of the patches (default: the pretrained weights' own).
     stain_jitter

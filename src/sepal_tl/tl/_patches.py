@@ -64,14 +64,15 @@ _STAIN_WINDOWS = 64  # spot windows per slide sampled to estimate its stain appe
 
 
 @dataclass(frozen=True)
+@inject_docs
 class PatchGeometry:
     """How spot patches are cut and normalised; saved with a model so that inference cuts the same patches.
 
     Parameters
     ----------
     patch_scale
-        Window side as a multiple of the spot diameter: the window is ``spot_diameter_fullres * patch_scale``
-        full-resolution pixels wide (SEPAL: 1.0; its ``*_scale3`` configs: 3.0).
+        %(patch_scale)s The window is ``spot_diameter_fullres * patch_scale`` full-resolution pixels wide
+        (SEPAL: 1.0; its ``*_scale3`` configs: 3.0).
     patch_size
         Side in pixels of the patch fed to the network, after resizing (SEPAL's ViT-B/16: 224).
     mean, std
