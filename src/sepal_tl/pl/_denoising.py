@@ -101,6 +101,7 @@ def denoising(
     Examples
     --------
     .. plot::
+        :alt: Spatial maps of one gene before and after the adaptive median filter, with the imputed spots marked.
 
         >>> import sepal_tl as sepal
         >>> adata = sepal.datasets.synthetic(n_slides=3, n_spots=60, n_genes=60, pitch_px=32, random_state=0)

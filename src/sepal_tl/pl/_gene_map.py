@@ -151,6 +151,7 @@ def gene_map(
     Examples
     --------
     .. plot::
+        :alt: Measured and predicted expression maps of two genes on the test slide, on one colour scale per gene.
 
         >>> import sepal_tl as sepal
         >>> adata = sepal.datasets.synthetic(n_slides=3, n_spots=60, n_genes=60, pitch_px=32, random_state=0)

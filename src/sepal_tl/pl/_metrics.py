@@ -208,6 +208,7 @@ def metrics(
     Examples
     --------
     .. plot::
+        :alt: Bar charts of the six metrics for the model and the train-mean baseline on each split.
 
         >>> import sepal_tl as sepal
         >>> adata = sepal.datasets.synthetic(n_slides=3, n_spots=60, n_genes=60, pitch_px=32, random_state=0)

@@ -132,6 +132,7 @@ def moran(
     Examples
     --------
     .. plot::
+        :alt: Moran's I of every gene, ranked, with the cut that keeps the most spatially patterned genes.
 
         >>> import sepal_tl as sepal
         >>> adata = sepal.datasets.synthetic(n_slides=2, n_spots=100, n_genes=100, pitch_px=32, random_state=0)

@@ -68,6 +68,7 @@ def pcc_histogram(
     Examples
     --------
     .. plot::
+        :alt: Histogram of per-gene Pearson correlations between measured and predicted expression.
 
         >>> import sepal_tl as sepal
         >>> adata = sepal.datasets.synthetic(n_slides=3, n_spots=60, n_genes=60, pitch_px=32, random_state=0)

@@ -78,6 +78,7 @@ def training_curves(
     Examples
     --------
     .. plot::
+        :alt: Training and validation loss per epoch for the encoder and the spatial stage.
 
         >>> import sepal_tl as sepal
         >>> adata = sepal.datasets.synthetic(n_slides=3, n_spots=60, n_genes=60, pitch_px=32, random_state=0)
