@@ -233,6 +233,7 @@ def test_copy_returns_a_new_spatialdata():
     assert_same(table, before)
 
 
+@pytest.mark.slow
 def test_visium_hd_fit_and_predict_on_square_bins():
     """tl on spatialdata-io's Visium HD layout: patches from the multiscale full image, the square bin lattice."""
     sdata, _, _ = visium_hd()

@@ -150,6 +150,7 @@ def test_geometry_with_stain_target_round_trips_and_is_checked():
         PatchGeometry(stain_norm="macenko", stain_target=[1.0] * 6)
 
 
+@pytest.mark.slow
 def test_fit_encoder_saves_the_training_slides_target_and_predict_reuses_it(tmp_path):
     adata = two_stainings()
     adata.layers["expr"] = np.random.default_rng(0).normal(size=adata.shape).astype(np.float32)
