@@ -8,6 +8,9 @@ PIP := $(BIN)/python -m pip install --disable-pip-version-check -c constraints.t
 
 # Everything ruff checks and formats; mypy checks src/ (the paths are in pyproject.toml [tool.mypy]).
 CODE := src tests benchmarks scripts
+# pytest-xdist: two processes (CI has 2 cores), each test file whole in one of them so that its module fixtures are
+# built once. `make test XDIST=` runs the suite in one process.
+XDIST ?= -n 2 --dist loadfile
 
 .PHONY: demo test test-fast lint clean
 
@@ -35,12 +38,12 @@ lint: $(VENV)/.test
 
 ## make test: lint, the whole test suite (slow tests included), and the docs (warnings are errors); what CI runs
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(XDIST)
 	$(BIN)/sphinx-build -W -b html docs docs/_build/html
 
 ## make test-fast: the test suite without the tests marked slow (network training, notebooks, subprocesses)
 test-fast: $(VENV)/.test
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow" $(XDIST)
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache
