@@ -203,6 +203,34 @@ def frozen_embeddings(raw, images, name: str, weights: Path, cache: str | None, 
     return key
 
 
+def merge_results(paths: list[str], out: Path) -> None:
+    """One result file from several runs (e.g. more fine-tuned seeds run later): rows united, the first file wins a
+    duplicate (fold, seed, model, test set); the summary is recomputed over all rows."""
+    records = [json.loads(Path(p).read_text()) for p in paths]
+    rows, seen = [], set()
+    for record in records:
+        for row in record["rows"]:
+            key = (row["fold"], row["seed"], row["model"], row["test_set"])
+            if key not in seen:
+                seen.add(key)
+                rows.append(row)
+    names = {row["model"] for row in rows}
+    models = [m for m in frozen_rows(list(ENCODERS)) + FINETUNED_ROWS if m in names]
+    merged = {
+        **records[0],
+        "command": " + ".join(r["command"] for r in records),
+        "merged_from": [
+            {"file": Path(p).name, "command": r["command"], "date": r["date"]}
+            for p, r in zip(paths, records, strict=True)
+        ],
+        "rows": rows,
+        "summary": summarise_pretrained(rows, models),
+    }
+    merged["markdown"] = markdown(merged["summary"])
+    out.write_text(json.dumps(merged, indent=1, ensure_ascii=False, default=float))
+    print(merged["markdown"])
+
+
 def run_fold(
     adata, images, idx, seeds, finetune_seeds, weights, keys, spatial, finetune, do_explore
 ) -> tuple[dict, dict, dict]:
@@ -288,12 +316,16 @@ def main() -> None:
         action="store_true",
         help="only: validation metrics of frozen MobileNetV2 rows without / with Macenko and Reinhard normalisation",
     )
+    parser.add_argument("--merge", nargs="+", default=None, help="only: unite these result files into --out")
     parser.add_argument("--data", default="/work/shared/data/her2st")
     parser.add_argument("--weights", default="/work/shared/weights")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None)
     parser.add_argument("--embedding-cache", default=None, help="folder keeping the frozen embeddings between runs")
     args = parser.parse_args()
+    if args.merge:
+        merge_results(args.merge, Path(args.out or "merged.json"))
+        return
 
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     finetune_seeds = args.finetune_seeds if args.finetune_seeds is not None else seeds
